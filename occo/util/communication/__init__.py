@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Component communication in OCCO.
+
+Three roles, each a context manager around its connection::
+
+    import occo.util.communication as comm
+
+    with comm.AsynchronProducer(**cfg.mqconfig) as prod:
+        prod.push_message('test message')
+
+    with comm.RPCProducer(**cfg.mqconfig) as rpc:
+        result = rpc.push_message('test message')
+
+    with comm.EventDrivenConsumer(core_func, **cfg.mqconfig) as cons:
+        cons.start_consuming()
+
+The ``protocol`` key selects the backend: ``amqp`` (RabbitMQ, :mod:`.mq`)
+or ``memory`` (in-process, :mod:`.memory`). Importing this package registers
+both.
+"""
+
+from ..exceptions import (ApplicationError, ClosedError, CommunicationError,
+                          ConfigurationError, CriticalError,
+                          MissingConfigurationError, OccoError,
+                          RPCTimeoutError, TransientError)
+from .codec import MessageDecodeError
+from .comm import (AsynchronProducer, EventDrivenConsumer, ExceptionResponse,
+                   Response, RPCProducer, backends, has_backend, register)
+from . import memory, mq  # noqa: F401  (importing registers the backends)
+
+__all__ = [
+    'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
+    'has_backend', 'backends', 'Response', 'ExceptionResponse',
+    'OccoError', 'ConfigurationError', 'MissingConfigurationError',
+    'CommunicationError', 'TransientError', 'CriticalError',
+    'RPCTimeoutError', 'ApplicationError', 'ClosedError',
+    'MessageDecodeError',
+]

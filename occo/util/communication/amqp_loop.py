@@ -1,0 +1,317 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One AMQP connection driven by its own I/O thread, behind blocking calls.
+
+Each :mod:`~occo.util.communication.mq` object owns one :class:`AmqpLoop`: a
+daemon thread runs a :class:`pika.SelectConnection` with one channel. Why a
+thread of its own (see ``docs/design.rst`` for the measurements):
+
+* heartbeats are answered while the user's processor runs for minutes;
+* publisher confirms are pipelined: publishing does not wait for a round
+  trip, the broker's acks arrive on the I/O thread;
+* several user threads may share one RPC producer: they only hand work to
+  the I/O thread and wait for their own reply;
+* a lost connection is noticed at once, not on the next call.
+
+Other threads talk to the loop only through :meth:`AmqpLoop.submit`, which
+appends an operation to an outbox and wakes the I/O thread once per batch
+(``add_callback_threadsafe``, the only thread-safe call pika offers). The
+I/O thread runs every queued operation, and writes all the frames the batch
+produced with one ``send`` (:class:`_BatchingConnection`), so a burst of
+messages costs one wake-up and one system call, not three per message.
+
+pika's errors are translated into this package's errors in one place,
+:func:`translate_error`.
+"""
+
+import collections
+import logging
+import socket
+import threading
+
+import pika
+import pika.exceptions as pe
+from pika.adapters.utils import connection_workflow as workflow
+
+from ..exceptions import CommunicationError, CriticalError, TransientError
+
+__all__ = ['AmqpLoop', 'translate_error', 'run_steps']
+
+log = logging.getLogger(__name__)
+
+#: Frames are sent once this many bytes wait in a batch.
+_BATCH_BYTES = 256 * 1024
+
+
+class _BatchingConnection(pika.SelectConnection):
+    """A :class:`pika.SelectConnection` that writes a batch of frames at once.
+
+    pika hands every frame to the socket separately; between
+    :meth:`begin_batch` and :meth:`end_batch` frames are collected and then
+    written with one call (TCP_NODELAY stays on, so nothing waits for Nagle).
+    """
+
+    _batch = None
+    _batch_size = 0
+
+    def _output_marshaled_frames(self, marshaled_frames):
+        if self._batch is None:
+            super()._output_marshaled_frames((b''.join(marshaled_frames),))
+            return
+        self._batch.extend(marshaled_frames)
+        self._batch_size += sum(map(len, marshaled_frames))
+        if self._batch_size >= _BATCH_BYTES:
+            self.end_batch()
+            self.begin_batch()
+
+    def begin_batch(self):
+        self._batch = []
+        self._batch_size = 0
+
+    def end_batch(self):
+        frames, self._batch = self._batch, None
+        if frames:
+            super()._output_marshaled_frames((b''.join(frames),))
+
+
+def run_steps(steps, done):
+    """Run asynchronous ``steps`` one after the other, then call ``done()``.
+
+    Each step is called with one argument, the function that starts the
+    next step; pika calls it with the reply frame, which is ignored.
+    """
+    steps = collections.deque(steps)
+
+    def next_step(*_ignored):
+        if steps:
+            steps.popleft()(next_step)
+        else:
+            done()
+    next_step()
+
+
+class AmqpLoop:
+    """A connection and one channel, run by a daemon I/O thread.
+
+    :param parameters: :class:`pika.ConnectionParameters`.
+    :param endpoint: how errors name the peer: user, host, port and vhost
+        (never the password).
+    :param setup: ``setup(channel, done)``, called on the I/O thread when the
+        channel is open; it declares what the user needs, registers channel
+        callbacks, and calls ``done()`` when the loop is ready.
+    :param on_lost: ``on_lost(error)``, called on the I/O thread once, when
+        the connection or the channel died (not when :meth:`stop` closed it).
+    :param after_drain: ``after_drain()``, called on the I/O thread after
+        each batch of operations, before its frames are written.
+    """
+
+    def __init__(self, parameters, endpoint, setup, on_lost=None,
+                 after_drain=None):
+        self._parameters = parameters
+        self.endpoint = endpoint
+        self._setup = setup
+        self._on_lost = on_lost
+        self._after_drain = after_drain
+        self._outbox = collections.deque()
+        self._wake_pending = False
+        self._ready = threading.Event()
+        self._stopping = False
+        #: The :class:`CommunicationError` that ended the loop, if any.
+        self.error = None
+        self.connection = None
+        self.channel = None
+        self._thread = threading.Thread(
+            target=self._run, name='occo-amqp-io', daemon=True)
+
+    @property
+    def alive(self):
+        """``True`` until the connection failed or was stopped."""
+        return self.error is None and not self._stopping
+
+    def start(self, timeout):
+        """Connect, open the channel and run ``setup``; wait for all that.
+
+        :raises CommunicationError: when any of it fails or takes longer
+            than ``timeout`` seconds.
+        """
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop(timeout=1)
+            raise TransientError(504, 'timed out after {} s connecting to '
+                                 '{}'.format(timeout, self.endpoint))
+        if self.error is not None:
+            self._thread.join(timeout)
+            raise self.error
+
+    def submit(self, operation):
+        """Run ``operation(channel)`` on the I/O thread, soon.
+
+        Operations run in the order they were submitted. Thread-safe.
+
+        :raises CommunicationError: when the connection is lost.
+        """
+        if self.error is not None:
+            raise self.error
+        self._outbox.append(operation)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.connection.ioloop.add_callback_threadsafe(self._drain)
+
+    def take_unsent(self):
+        """Remove and return the operations a dead loop did not run.
+
+        Call it after :meth:`stop`, to hand them to a new loop.
+        """
+        unsent = list(self._outbox)
+        self._outbox.clear()
+        return unsent
+
+    def stop(self, timeout=10):
+        """Run what was submitted, close the connection, end the thread.
+
+        Safe to call several times and after a failure.
+        """
+        if not self._thread.is_alive():
+            return
+        self._stopping = True
+        try:
+            self.connection.ioloop.add_callback_threadsafe(self._close)
+        except Exception:  # the loop is gone already
+            log.debug('I/O loop closed before stop', exc_info=True)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning('I/O thread of %s did not end in %s s',
+                            self.endpoint, timeout)
+
+    # -- I/O thread ------------------------------------------------------
+    def _run(self):
+        try:
+            self.connection = _BatchingConnection(
+                self._parameters, on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_closed)
+            self.connection.ioloop.start()
+        except Exception as e:
+            log.exception('I/O loop of %s failed', self.endpoint)
+            self._fail(translate_error(e, self.endpoint))
+        finally:
+            self._ready.set()
+            if self.connection is not None:
+                self.connection.ioloop.close()
+
+    def _drain(self):
+        self._wake_pending = False
+        if self.channel is None or not self.channel.is_open:
+            return
+        outbox = self._outbox
+        self.connection.begin_batch()
+        try:
+            while outbox:
+                outbox.popleft()(self.channel)
+            if self._after_drain is not None:
+                self._after_drain()
+        except Exception as e:
+            log.exception('Operation on %s failed', self.endpoint)
+            self._fail(translate_error(e, self.endpoint))
+        finally:
+            self.connection.end_batch()
+
+    def _on_open(self, connection):
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel):
+        self.channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        self._setup(channel, self._ready.set)
+
+    def _on_open_error(self, connection, error):
+        self._fail(translate_error(error, self.endpoint))
+        connection.ioloop.stop()
+
+    def _on_closed(self, connection, reason):
+        if not self._stopping:
+            self._fail(translate_error(reason, self.endpoint))
+        connection.ioloop.stop()
+
+    def _on_channel_closed(self, channel, reason):
+        if self._stopping:
+            return
+        self._fail(translate_error(reason, self.endpoint))
+        if self.connection.is_open:
+            self.connection.close()
+
+    def _close(self):
+        self._drain()
+        if self.connection.is_closed:
+            self.connection.ioloop.stop()
+        elif not self.connection.is_closing:
+            self.connection.close()
+
+    def _fail(self, error):
+        if self.error is not None:
+            return
+        self.error = error
+        self._ready.set()
+        if self._on_lost is not None:
+            self._on_lost(error)
+
+
+def translate_error(error, endpoint):
+    """Map a pika or socket error to a :class:`CommunicationError`.
+
+    The message names the user, host, port and vhost (``endpoint``) and,
+    where the broker said so, the resource; never the password.
+
+    :param error: the exception pika reported.
+    :param endpoint: text naming the peer, e.g.
+        ``"user 'guest' at 127.0.0.1:5672, vhost '/'"``.
+    :rtype: CommunicationError
+    """
+    if isinstance(error, CommunicationError):
+        return error
+    if isinstance(error, workflow.AMQPConnectionWorkflowFailed) and error.exceptions:
+        return translate_error(error.exceptions[-1], endpoint)
+    if isinstance(error, workflow.AMQPConnectorPhaseErrorBase):
+        return translate_error(error.exception, endpoint)
+    if isinstance(error, workflow.AMQPConnectorStackTimeout):
+        return TransientError(504, 'timed out connecting to {}'.format(endpoint))
+    if isinstance(error, (pe.ProbableAuthenticationError,
+                          pe.AuthenticationError)):
+        return CriticalError(403, 'access refused for {}: wrong user or '
+                             'password'.format(endpoint))
+    if isinstance(error, pe.ProbableAccessDeniedError):
+        return CriticalError(403, 'access refused for {}: the vhost does not '
+                             'exist or the user may not use it'.format(endpoint))
+    if isinstance(error, (pe.ConnectionClosedByBroker, pe.ChannelClosedByBroker)):
+        return _broker_closed(error, endpoint)
+    if isinstance(error, socket.gaierror):
+        return TransientError(503, 'cannot resolve the host of {}: {}'.format(
+            endpoint, error.strerror or error))
+    if isinstance(error, ConnectionRefusedError):
+        return TransientError(503, 'connection refused by {}: is the broker '
+                              'running?'.format(endpoint))
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return TransientError(504, 'timed out connecting to {}'.format(endpoint))
+    if isinstance(error, pe.AMQPHeartbeatTimeout):
+        return TransientError(503, 'heartbeat timeout on {}'.format(endpoint))
+    if isinstance(error, (pe.StreamLostError, OSError)):
+        return TransientError(503, 'connection to {} lost: {}'.format(
+            endpoint, error))
+    if isinstance(error, (pe.ConnectionClosedByClient, pe.ChannelClosedByClient)):
+        return TransientError(503, 'connection to {} closed'.format(endpoint))
+    return TransientError(503, 'communication with {} failed: {}: {}'.format(
+        endpoint, type(error).__name__, error))
+
+
+def _broker_closed(error, endpoint):
+    code, text = error.reply_code, error.reply_text
+    if code == 403:
+        return CriticalError(403, 'access refused for {}: {}'.format(
+            endpoint, text))
+    if code == 530:
+        return CriticalError(403, 'not allowed for {}: {}'.format(
+            endpoint, text))
+    if code in (404, 406):
+        return CriticalError(code, '{} ({})'.format(text, endpoint))
+    return TransientError(503, 'the broker closed the connection of {}: {} {}'
+                          .format(endpoint, code, text))

@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The abstract communication roles, their backend registry, and responses.
+
+Three roles let OCCO components talk to each other:
+
+* :class:`AsynchronProducer` sends messages and does not wait for an answer;
+* :class:`RPCProducer` sends a message and returns the remote result;
+* :class:`EventDrivenConsumer` calls a processor for each message it receives.
+
+Each role is abstract. Constructing one reads the ``protocol`` keyword and
+returns an instance of the backend class registered for it (an *abstract
+factory* in ``__new__``)::
+
+    prod = AsynchronProducer(protocol='amqp', host='127.0.0.1', queue='test')
+    type(prod)   # occo.util.communication.mq.MQAsynchronProducer
+
+Backends register with :func:`register`. Every object is a context manager
+around its connection: ``__enter__`` connects and returns the object,
+``__exit__`` closes it, also when the body raised.
+"""
+
+import difflib
+import logging
+import threading
+
+from ..exceptions import ClosedError, ConfigurationError
+from ..exceptions import CriticalError, TransientError
+
+__all__ = [
+    'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
+    'has_backend', 'backends', 'Response', 'ExceptionResponse', 'KNOWN_KEYS',
+]
+
+log = logging.getLogger(__name__)
+
+#: Every configuration key some backend understands. A key outside this set
+#: does not break construction; it is logged once as a warning that suggests
+#: the nearest known key (``exhange`` -> ``exchange``).
+KNOWN_KEYS = frozenset([
+    'protocol', 'host', 'port', 'vhost', 'user', 'password', 'exchange',
+    'routing_key', 'queue', 'durable', 'heartbeat', 'prefetch_count',
+    'rpc_timeout', 'confirm', 'confirm_timeout', 'max_in_flight',
+    'connection_attempts', 'retry_delay', 'connect_timeout',
+    'dead_letter_exchange', 'max_message_size',
+])
+
+_warned_keys = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unknown_keys(config):
+    """Log each configuration key that no backend knows, once per process.
+
+    :param config: the keyword arguments given to a role.
+    """
+    for key in config:
+        if key in KNOWN_KEYS:
+            continue
+        with _warned_lock:
+            if key in _warned_keys:
+                continue
+            _warned_keys.add(key)
+        close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+        hint = ' (did you mean {!r}?)'.format(close[0]) if close else ''
+        log.warning('Ignoring unknown configuration key %r%s', key, hint)
+
+
+class _Role:
+    """Common base of the three roles: backend dispatch and resource state."""
+
+    #: ``{protocol: backend class}``; each role has its own.
+    _backends = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if '_abstract_role' in cls.__dict__:
+            cls._backends = {}
+
+    def __new__(cls, *args, **kwargs):
+        if '_abstract_role' in cls.__dict__:
+            cls = _lookup(cls, kwargs.get('protocol'))
+        return super().__new__(cls)
+
+    # -- resource state -------------------------------------------------
+    _opened = False
+    _closed = False
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+
+    def open(self):
+        """Connect. Called by ``__enter__``; a second call does nothing.
+
+        :raises CommunicationError: when the connection cannot be made.
+        :raises ClosedError: when the object was closed already.
+        """
+        if self._closed:
+            raise ClosedError('{} is closed; create a new one'.format(
+                type(self).__name__))
+        if not self._opened:
+            self._open()
+            self._opened = True
+
+    def close(self):
+        """Release the connection. Safe to call several times."""
+        if self._opened and not self._closed:
+            try:
+                self._close()
+            finally:
+                self._closed = True
+        self._closed = True
+
+    def _check_open(self):
+        if not self._opened or self._closed:
+            raise ClosedError(
+                '{} is not connected: use it inside its context, '
+                '"with obj: obj.push_message(...)"'.format(type(self).__name__))
+
+    def _open(self):
+        """Backend hook: acquire the connection."""
+
+    def _close(self):
+        """Backend hook: release the connection."""
+
+
+def _lookup(role, protocol):
+    if protocol is None:
+        raise ConfigurationError(
+            'missing configuration key \'protocol\' for {}; known protocols: '
+            '{}'.format(role.__name__, _known(role)))
+    try:
+        return role._backends[protocol]
+    except (KeyError, TypeError):
+        pass
+    close = difflib.get_close_matches(str(protocol), list(role._backends), n=1)
+    hint = ' (did you mean {!r}?)'.format(close[0]) if close else ''
+    raise ConfigurationError(
+        'unknown protocol {!r} for {}{}; known protocols: {}'.format(
+            protocol, role.__name__, hint, _known(role)))
+
+
+def _known(role):
+    return ', '.join(sorted(role._backends)) or '(none registered)'
+
+
+class register:
+    """Class decorator that registers a backend class for a role.
+
+    ::
+
+        @register(AsynchronProducer, 'amqp')
+        class MQAsynchronProducer(AsynchronProducer):
+            ...
+
+    :param role: the abstract role class.
+    :param protocol: the ``protocol`` value that selects the backend.
+    :raises ConfigurationError: when the protocol is registered already, or
+        the class is not a subclass of the role.
+    """
+
+    def __init__(self, role, protocol):
+        self.role = role
+        self.protocol = protocol
+
+    def __call__(self, cls):
+        if not issubclass(cls, self.role):
+            raise ConfigurationError('{} is not a {}'.format(
+                cls.__name__, self.role.__name__))
+        registered = self.role._backends.get(self.protocol)
+        if registered is not None and registered is not cls:
+            raise ConfigurationError(
+                'protocol {!r} is registered already for {} by {}.{}'.format(
+                    self.protocol, self.role.__name__,
+                    registered.__module__, registered.__qualname__))
+        self.role._backends[self.protocol] = cls
+        return cls
+
+
+def has_backend(role, protocol):
+    """Tell whether ``protocol`` is registered for ``role``."""
+    return protocol in role._backends
+
+
+def backends(role):
+    """Return a copy of the ``{protocol: class}`` registry of ``role``."""
+    return dict(role._backends)
+
+
+class AsynchronProducer(_Role):
+    """Sends messages without waiting for an answer.
+
+    Construct it as ``AsynchronProducer(protocol=..., **config)``; the
+    protocol selects the backend class.
+
+    ``push_message`` hands the message over. Once :meth:`flush` returns, or
+    the ``with`` block exits, every message pushed is the broker's
+    responsibility, or an exception said otherwise.
+    """
+
+    _abstract_role = True
+
+    def push_message(self, message, routing_key=None, **kwargs):
+        """Send ``message`` (a JSON-able value, ``str`` or ``bytes``).
+
+        :param routing_key: overrides the configured routing key.
+        :raises ClosedError: outside the ``with`` block.
+        :raises CommunicationError: when the message cannot be sent.
+        """
+        raise NotImplementedError
+
+    def flush(self, timeout=None):
+        """Wait until every message pushed so far is confirmed.
+
+        :param timeout: seconds to wait at most; ``None`` waits for ever.
+        :raises CommunicationError: naming how many messages were not
+            confirmed.
+        """
+        raise NotImplementedError
+
+
+class RPCProducer(_Role):
+    """Sends a message and returns the remote processor's result.
+
+    One object may be shared by several threads: each call gets its own
+    answer.
+    """
+
+    _abstract_role = True
+
+    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+        """Send ``message`` and wait for its result.
+
+        :param timeout: seconds to wait for the reply; overrides the
+            ``rpc_timeout`` key; ``None`` there and here waits for ever.
+        :returns: what the remote processor returned.
+        :raises ApplicationError: when the remote processor raised.
+        :raises RPCTimeoutError: when no reply came in time.
+        :raises CriticalError: on a 4xx response (do not retry).
+        :raises TransientError: on a 5xx response or a transport failure.
+        """
+        raise NotImplementedError
+
+
+class EventDrivenConsumer(_Role):
+    """Calls ``processor(msg, *pargs, **pkwargs)`` for each message.
+
+    Construct it as ``EventDrivenConsumer(processor, pargs=[], pkwargs={},
+    cancel_event=None, protocol=..., **config)``. For an RPC message the
+    processor's return value (or a :class:`Response`) goes back to the caller.
+    The object is a valid ``threading.Thread`` target: calling it runs
+    :meth:`start_consuming`.
+    """
+
+    _abstract_role = True
+
+    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
+                 **config):
+        if not callable(processor):
+            raise ConfigurationError(
+                'processor must be callable, got {!r}'.format(processor))
+        self.processor = processor
+        self.pargs = tuple(pargs)
+        self.pkwargs = dict(pkwargs or {})
+        self.cancel_event = cancel_event or threading.Event()
+
+    def __call__(self):
+        self.start_consuming()
+
+    def start_consuming(self):
+        """Process messages until ``cancel_event`` is set (or Ctrl-C).
+
+        Returns within one second after ``cancel_event`` is set.
+        """
+        raise NotImplementedError
+
+
+class Response:
+    """What a processor may return to choose the status of its reply.
+
+    A 2xx response's ``data`` reaches the caller; 4xx raises
+    :class:`~occo.util.exceptions.CriticalError` and 5xx
+    :class:`~occo.util.exceptions.TransientError` at the caller, both
+    carrying ``http_code`` and ``data`` as the reason.
+
+    :param http_code: HTTP-like status code.
+    :param data: the payload (a JSON-able value, ``str`` or ``bytes``).
+    """
+
+    def __init__(self, http_code, data=None):
+        self.http_code = int(http_code)
+        self.data = data
+
+    @property
+    def success(self):
+        """``True`` for a 2xx code."""
+        return 200 <= self.http_code < 300
+
+    def check(self):
+        """Return ``data`` for a 2xx code, else raise the matching error.
+
+        :raises CriticalError: for a 4xx code.
+        :raises TransientError: for any other non-2xx code.
+        """
+        if self.success:
+            return self.data
+        if 400 <= self.http_code < 500:
+            raise CriticalError(self.http_code, self.data)
+        raise TransientError(self.http_code, self.data)
+
+    def __eq__(self, other):
+        return (type(self) is type(other)
+                and (self.http_code, self.data) == (other.http_code, other.data))
+
+    def __repr__(self):
+        return '{}({!r}, {!r})'.format(
+            type(self).__name__, self.http_code, self.data)
+
+
+class ExceptionResponse(Response):
+    """A :class:`Response` built from an exception: its text is the data.
+
+    :param http_code: HTTP-like status code, 500 by default.
+    :param exception: the exception (or a message) to report.
+    """
+
+    def __init__(self, http_code=500, exception=None):
+        super().__init__(http_code, None if exception is None else str(exception))
+        self.exception = exception

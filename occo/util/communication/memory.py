@@ -1,0 +1,254 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The in-process backend, ``protocol: memory``.
+
+It has the semantics of the ``amqp`` backend without a broker: messages go to
+named queues (the routing key names the queue), competing consumers share a
+queue, RPC results, remote errors and timeouts behave the same, and messages
+are encoded and decoded as on the wire, so a processor gets an equal copy and
+a message that could not cross RabbitMQ cannot cross memory either. It is
+thread-safe and lives as long as the process: use it for tests and for
+components that run in one process.
+"""
+
+import collections
+import itertools
+import logging
+import threading
+import time
+import uuid
+
+from ..exceptions import CommunicationError, ConfigurationError
+from ..exceptions import RPCTimeoutError
+from . import codec, dispatch
+from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .comm import register, warn_unknown_keys
+from .settings import Settings
+
+__all__ = ['MemoryBroker', 'default_broker', 'MemoryAsynchronProducer',
+           'MemoryRPCProducer', 'MemoryEventDrivenConsumer']
+
+log = logging.getLogger(__name__)
+
+#: How long a consumer waits at most before it looks at its cancel event.
+POLL_INTERVAL = 0.2
+
+
+class _Message:
+    __slots__ = ('body', 'content_type', 'reply_to', 'correlation_id',
+                 'expires_at', 'message_id')
+
+    def __init__(self, body, content_type, reply_to=None, correlation_id=None,
+                 expires_at=None, message_id=None):
+        self.body = body
+        self.content_type = content_type
+        self.reply_to = reply_to
+        self.correlation_id = correlation_id
+        self.expires_at = expires_at
+        self.message_id = message_id
+
+
+class _Queue:
+    """A FIFO shared by competing consumers; expired messages are dropped."""
+
+    def __init__(self, name):
+        self.name = name
+        self._items = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, message):
+        with self._ready:
+            self._items.append(message)
+            self._ready.notify()
+
+    def get(self, timeout):
+        """Return the next live message, or ``None`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while True:
+                while self._items:
+                    message = self._items.popleft()
+                    if message.expires_at is None or message.expires_at > time.monotonic():
+                        return message
+                    log.debug('Dropped expired message %s from %r',
+                              message.message_id, self.name)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._ready.wait(remaining)
+
+    def __len__(self):
+        return len(self._items)
+
+
+class MemoryBroker:
+    """Named queues, and reply sinks for RPC producers, in one process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queues = {}
+        self._sinks = {}
+
+    def queue(self, name):
+        """Return the queue called ``name``, creating it when missing."""
+        with self._lock:
+            queue = self._queues.get(name)
+            if queue is None:
+                queue = self._queues[name] = _Queue(name)
+            return queue
+
+    def publish(self, routing_key, message):
+        """Deliver ``message`` to the reply sink or queue ``routing_key``."""
+        sink = self._sinks.get(routing_key)
+        if sink is not None:
+            sink(message)
+        elif routing_key.startswith('amq.gen-'):
+            log.warning('Dropped reply %s: its caller is gone',
+                        message.correlation_id)
+        else:
+            self.queue(routing_key).put(message)
+
+    def add_sink(self, name, callback):
+        """Route messages for ``name`` to ``callback`` (RPC replies)."""
+        with self._lock:
+            self._sinks[name] = callback
+
+    def remove_sink(self, name):
+        with self._lock:
+            self._sinks.pop(name, None)
+
+
+#: The broker every memory object uses.
+default_broker = MemoryBroker()
+
+
+class _MemoryRole:
+    """Configuration shared by the memory classes."""
+
+    def _configure(self, config):
+        warn_unknown_keys(config)
+        self.settings = Settings(config)
+        self.queue = self.settings.queue
+        self.routing_key = self.settings.routing_key
+        self._broker = default_broker
+
+    def _target(self, routing_key):
+        target = routing_key or self.routing_key
+        if not target:
+            raise ConfigurationError(
+                'missing configuration key \'routing_key\' (or \'queue\'): '
+                'where should the message go?')
+        return target
+
+    def __repr__(self):
+        return '<{} memory:{}>'.format(type(self).__name__, self.routing_key)
+
+
+@register(AsynchronProducer, 'memory')
+class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
+    """:class:`~.comm.AsynchronProducer` on the in-process broker.
+
+    A message is in its queue when ``push_message`` returns, so
+    :meth:`flush` has nothing to wait for.
+    """
+
+    def __init__(self, **config):
+        self._configure(config)
+
+    def push_message(self, message, routing_key=None, **kwargs):
+        self._check_open()
+        body, content_type = codec.encode(message)
+        self._broker.publish(self._target(routing_key),
+                             _Message(body, content_type))
+
+    def flush(self, timeout=None):
+        self._check_open()
+
+
+@register(RPCProducer, 'memory')
+class MemoryRPCProducer(_MemoryRole, RPCProducer):
+    """:class:`~.comm.RPCProducer` on the in-process broker."""
+
+    def __init__(self, **config):
+        self._configure(config)
+        self.rpc_timeout = self.settings.rpc_timeout
+        self._reply_to = 'amq.gen-' + uuid.uuid4().hex
+        self._ids = itertools.count()
+        self._waiting = {}
+        self._lock = threading.Lock()
+
+    def _open(self):
+        self._broker.add_sink(self._reply_to, self._on_reply)
+
+    def _close(self):
+        self._broker.remove_sink(self._reply_to)
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for slot in waiting.values():
+            slot.append(None)
+            slot[0].set()
+
+    def _on_reply(self, message):
+        with self._lock:
+            slot = self._waiting.pop(message.correlation_id, None)
+        if slot is None:
+            log.warning('Dropped a reply for unknown correlation id %r',
+                        message.correlation_id)
+            return
+        slot.append(message)
+        slot[0].set()
+
+    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+        self._check_open()
+        body, content_type = codec.encode(message)
+        timeout = self.rpc_timeout if timeout is None else timeout
+        expires_at = None if timeout is None else time.monotonic() + timeout
+        correlation_id = str(next(self._ids))
+        slot = [threading.Event()]
+        with self._lock:
+            self._waiting[correlation_id] = slot
+        self._broker.publish(self._target(routing_key), _Message(
+            body, content_type, self._reply_to, correlation_id, expires_at))
+        if not slot[0].wait(timeout):
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
+            raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
+        reply = slot[1]
+        if reply is None:
+            raise CommunicationError(
+                503, 'the RPC producer was closed while waiting for a reply')
+        return codec.result_from_reply(reply.body)
+
+
+@register(EventDrivenConsumer, 'memory')
+class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
+    """:class:`~.comm.EventDrivenConsumer` on the in-process broker."""
+
+    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
+                 **config):
+        super().__init__(processor, pargs, pkwargs, cancel_event)
+        self._configure(config)
+        if not self.queue and not self.routing_key:
+            raise ConfigurationError(
+                'missing configuration key \'queue\': what should be consumed?')
+
+    def start_consuming(self):
+        self._check_open()
+        queue = self._broker.queue(self.queue or self.routing_key)
+        try:
+            while not self.cancel_event.is_set():
+                message = queue.get(POLL_INTERVAL)
+                if message is not None:
+                    self._handle(message)
+        except KeyboardInterrupt:
+            log.info('Interrupted; stopped consuming %r', queue.name)
+
+    def _handle(self, message):
+        outcome = dispatch.handle(
+            self.processor, self.pargs, self.pkwargs, message.body,
+            message.content_type, message.reply_to is not None,
+            message.message_id or message.correlation_id)
+        if outcome.reply is not None:
+            self._broker.publish(message.reply_to, _Message(
+                outcome.reply, codec.REPLY_CONTENT_TYPE,
+                correlation_id=message.correlation_id))
+

@@ -1,0 +1,583 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The RabbitMQ backend, ``protocol: amqp``, on pika.
+
+Each object owns one connection, opened by ``__enter__`` and closed (channel
+and connection) by ``__exit__``. The connection runs on an I/O thread of its
+own (:class:`~occo.util.communication.amqp_loop.AmqpLoop`); the methods
+below block the calling thread only as long as their contract says.
+
+* :class:`MQAsynchronProducer` publishes with pipelined publisher confirms:
+  ``push_message`` returns at once (it blocks only while ``max_in_flight``
+  messages wait for their confirm), :meth:`~MQAsynchronProducer.flush` and
+  ``__exit__`` wait until every message is confirmed, republishing nacked
+  ones and those unconfirmed when a connection died (at-least-once: a
+  consumer may see a message twice, never zero times).
+* :class:`MQRPCProducer` sends requests with RabbitMQ's direct reply-to and
+  matches replies by correlation id; threads may share it.
+* :class:`MQEventDrivenConsumer` runs the processor in the thread that calls
+  :meth:`~MQEventDrivenConsumer.start_consuming` while the I/O thread keeps
+  the connection alive, so a processor may run longer than the heartbeat.
+
+A lost connection is reopened by the next call (producers) or by the
+consuming loop (consumers), with ``connection_attempts`` tries spaced by
+``retry_delay`` doubling.
+"""
+
+import functools
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+
+import pika
+
+from ..exceptions import CommunicationError, ConfigurationError, CriticalError
+from ..exceptions import RPCTimeoutError, TransientError
+from . import codec, dispatch
+from .amqp_loop import AmqpLoop, run_steps
+from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .comm import register, warn_unknown_keys
+from .settings import Settings
+
+__all__ = ['MQAsynchronProducer', 'MQRPCProducer', 'MQEventDrivenConsumer']
+
+log = logging.getLogger(__name__)
+
+#: The pseudo queue of RabbitMQ's direct reply-to.
+DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
+#: Longest wait between two looks at a consumer's cancel event, in seconds.
+POLL_INTERVAL = 0.25
+_MAX_RETRY_DELAY = 10.0
+
+
+class _MQRole:
+    """Connection handling shared by the three AMQP classes."""
+
+    _loop = None
+
+    def _configure(self, config):
+        warn_unknown_keys(config)
+        self.settings = Settings(config)
+        self._ids = itertools.count(1)
+        self._id_prefix = '{:x}.{:x}.'.format(os.getpid(), id(self))
+
+    def __repr__(self):
+        s = self.settings
+        return '<{} amqp://{}@{}:{}/{} queue={!r}>'.format(
+            type(self).__name__, s.user, s.host, s.port, s.vhost, s.queue)
+
+    def _parameters(self):
+        s = self.settings
+        return pika.ConnectionParameters(
+            host=s.host, port=s.port, virtual_host=s.vhost,
+            credentials=pika.PlainCredentials(s.user, s.password),
+            heartbeat=s.heartbeat, connection_attempts=1,
+            socket_timeout=s.connect_timeout, stack_timeout=s.connect_timeout,
+            client_properties={'connection_name': '{} pid {}'.format(
+                type(self).__name__, os.getpid())})
+
+    def _connect(self, cancel_event=None):
+        """Open a new loop, trying ``connection_attempts`` times.
+
+        :raises CommunicationError: with the cause of the last failure.
+        """
+        s = self.settings
+        delay = s.retry_delay
+        for attempt in range(1, s.connection_attempts + 1):
+            loop = AmqpLoop(self._parameters(), s.endpoint, self._setup,
+                            self._on_lost, getattr(self, '_after_drain', None))
+            try:
+                loop.start(s.connect_timeout)
+            except CriticalError:
+                raise
+            except CommunicationError as e:
+                if attempt == s.connection_attempts:
+                    raise
+                log.debug('Connection attempt %d to %s failed: %s',
+                          attempt, s.endpoint, e)
+                if cancel_event is not None and cancel_event.wait(delay):
+                    raise
+                if cancel_event is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+            else:
+                self._loop = loop
+                return loop
+
+    def _reconnect(self, cancel_event=None):
+        """Replace a dead loop with a new one; log the cause once."""
+        old = self._loop
+        old.stop(timeout=2)
+        log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
+                    old.error)
+        return self._connect(cancel_event)
+
+    def _open(self):
+        self._connect()
+
+    def _close(self):
+        if self._loop is not None:
+            self._loop.stop()
+
+    def _on_lost(self, error):
+        """Called on the I/O thread when the connection died."""
+
+    def _declare_steps(self, channel, names, arguments=None):
+        durable = self.settings.durable
+        return [functools.partial(_declare, channel, name, durable, arguments)
+                for name in names if name]
+
+    def _check_size(self, body):
+        if len(body) > self.settings.max_message_size:
+            raise CriticalError(413, 'message of {} bytes exceeds '
+                                'max_message_size ({} bytes)'.format(
+                                    len(body), self.settings.max_message_size))
+
+    def _next_id(self):
+        return self._id_prefix + str(next(self._ids))
+
+
+def _declare(channel, name, durable, arguments, done):
+    channel.queue_declare(name, durable=durable, arguments=arguments,
+                          callback=done)
+
+
+@register(AsynchronProducer, 'amqp')
+class MQAsynchronProducer(_MQRole, AsynchronProducer):
+    """:class:`~.comm.AsynchronProducer` on RabbitMQ.
+
+    Constructed as ``AsynchronProducer(protocol='amqp', **config)`` or
+    directly as ``MQAsynchronProducer(**config)``; see
+    :mod:`~occo.util.communication.settings` for the keys.
+    """
+
+    def __init__(self, **config):
+        self._configure(config)
+        s = self.settings
+        self._exchange = s.exchange
+        self._delivery_mode = 2 if s.durable else 1
+        self._state = threading.Condition()
+        self._pending = 0         # pushed, not yet confirmed
+        self._unconfirmed = {}    # delivery tag -> record (I/O thread)
+        self._tag = 0
+        self._declared = set()
+        self._failures = []
+        self._carry = []          # records to publish again after reconnect
+
+    def _setup(self, channel, done):
+        self._tag = 0
+        self._declared = {self.settings.queue}
+        channel.add_on_return_callback(self._on_return)
+        steps = self._declare_steps(channel, [self.settings.queue])
+        if self.settings.confirm:
+            steps.insert(0, lambda done: channel.confirm_delivery(
+                self._on_confirm, callback=done))
+        run_steps(steps, done)
+
+    def push_message(self, message, routing_key=None, **kwargs):
+        """Publish ``message``; see :meth:`.comm.AsynchronProducer.push_message`.
+
+        :raises CriticalError: (413) when the message exceeds
+            ``max_message_size``.
+        :raises CommunicationError: when the connection cannot be reopened.
+        """
+        self._check_open()
+        body, content_type = codec.encode(message)
+        self._check_size(body)
+        routing_key = routing_key or self.settings.routing_key
+        if routing_key is None:
+            raise ConfigurationError('missing configuration key \'routing_key\''
+                                     ' (or \'queue\'): where should it go?')
+        properties = pika.BasicProperties(
+            content_type=content_type, delivery_mode=self._delivery_mode,
+            message_id=self._next_id())
+        record = (routing_key, body, properties)
+        if self.settings.confirm:
+            with self._state:
+                while self._pending >= self.settings.max_in_flight:
+                    if not self._loop.alive:
+                        break
+                    self._state.wait(POLL_INTERVAL)
+                self._pending += 1
+        self._live_loop().submit(functools.partial(self._publish, record))
+
+    def _live_loop(self):
+        """Return a working loop, reconnecting and republishing if needed."""
+        if self._loop.alive:
+            return self._loop
+        dead = self._loop
+        dead.stop(timeout=2)
+        carry = list(self._unconfirmed.values())
+        self._unconfirmed = {}
+        unsent = [op.args[0] for op in dead.take_unsent()
+                  if getattr(op, 'func', None) == self._publish]
+        self._carry = self._carry + carry + unsent
+        loop = self._reconnect()
+        carry, self._carry = self._carry, []
+        if carry:
+            log.warning('Publishing %d unconfirmed message(s) again to %s',
+                        len(carry), self.settings.endpoint)
+        for record in carry:
+            loop.submit(functools.partial(self._publish, record))
+        return loop
+
+    def _publish(self, record, channel):
+        routing_key, body, properties = record
+        if not self._exchange and routing_key not in self._declared:
+            channel.queue_declare(routing_key, durable=self.settings.durable)
+            self._declared.add(routing_key)
+        channel.basic_publish(self._exchange, routing_key, body, properties,
+                              mandatory=True)
+        if self.settings.confirm:
+            self._tag += 1
+            self._unconfirmed[self._tag] = record
+
+    def _on_confirm(self, frame):
+        method = frame.method
+        tag = method.delivery_tag
+        if method.multiple:
+            done = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
+        else:
+            done = [tag] if tag in self._unconfirmed else []
+        records = [self._unconfirmed.pop(t) for t in done]
+        if isinstance(method, pika.spec.Basic.Nack):
+            log.warning('Broker refused %d message(s); publishing again',
+                        len(records))
+            for record in records:
+                self._publish(record, self._loop.channel)
+            return
+        with self._state:
+            self._pending -= len(records)
+            self._state.notify_all()
+
+    def _on_return(self, channel, method, properties, body):
+        self._failures.append('{} {} (exchange {!r}, routing key {!r})'.format(
+            method.reply_code, method.reply_text, method.exchange,
+            method.routing_key))
+
+    def _on_lost(self, error):
+        with self._state:
+            self._state.notify_all()
+
+    def flush(self, timeout=None):
+        """Wait until the broker confirmed every message pushed so far.
+
+        A lost connection is reopened and the unconfirmed messages are
+        published again.
+
+        :param timeout: seconds; ``None`` waits for ever.
+        :raises CommunicationError: naming how many messages were not
+            confirmed, or which ones the broker could not route.
+        """
+        self._check_open()
+        self._flush(timeout)
+
+    def _flush(self, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.settings.confirm:
+            self._wait_confirmed(deadline)
+        else:
+            self._wait_written(deadline)
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise CriticalError(404, '{} message(s) could not be routed: {}'
+                                .format(len(failures), failures[0]))
+
+    def _wait_confirmed(self, deadline):
+        while True:
+            try:
+                self._live_loop()
+            except CommunicationError as e:
+                raise TransientError(503, '{} message(s) not confirmed: {}'
+                                     .format(self._pending, e)) from e
+            with self._state:
+                if self._pending <= 0:
+                    return
+                remaining = POLL_INTERVAL if deadline is None else min(
+                    POLL_INTERVAL, deadline - time.monotonic())
+                if remaining <= 0:
+                    raise TransientError(504, '{} message(s) not confirmed '
+                                         'in time'.format(self._pending))
+                if self._loop.alive:
+                    self._state.wait(remaining)
+
+    def _wait_written(self, deadline):
+        written = threading.Event()
+        self._live_loop().submit(lambda channel: written.set())
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if not written.wait(remaining):
+            raise TransientError(504, 'messages not sent in time')
+
+    def _close(self):
+        try:
+            if self._loop is not None and (self._loop.alive or self._pending):
+                self._flush(self.settings.confirm_timeout)
+        finally:
+            super()._close()
+
+
+@register(RPCProducer, 'amqp')
+class MQRPCProducer(_MQRole, RPCProducer):
+    """:class:`~.comm.RPCProducer` on RabbitMQ, shareable by threads.
+
+    Requests carry a correlation id and RabbitMQ's direct reply-to address;
+    with a timeout they also carry an ``expiration``, so a request nobody
+    waits for any more is dropped from the queue instead of processed.
+    Requests are not persistent: no caller waits for them across a broker
+    restart. If the connection dies while a call waits, the call raises
+    :class:`~occo.util.exceptions.TransientError` at once (the request may or
+    may not have been processed) and the next call reconnects.
+    """
+
+    def __init__(self, **config):
+        self._configure(config)
+        self._exchange = self.settings.exchange
+        self._waiting = {}
+        self._lock = threading.Lock()
+
+    def _setup(self, channel, done):
+        self._declared = {self.settings.queue}
+        channel.add_on_return_callback(self._on_return)
+        steps = [lambda done: channel.basic_consume(
+            DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=done)]
+        steps += self._declare_steps(channel, [self.settings.queue])
+        run_steps(steps, done)
+
+    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+        """Send ``message`` and return the result; see
+        :meth:`.comm.RPCProducer.push_message`.
+        """
+        self._check_open()
+        body, content_type = codec.encode(message)
+        self._check_size(body)
+        timeout = self.settings.rpc_timeout if timeout is None else timeout
+        routing_key = routing_key or self.settings.routing_key
+        correlation_id = self._next_id()
+        properties = pika.BasicProperties(
+            content_type=content_type, correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO, delivery_mode=1,
+            expiration=None if timeout is None else str(max(1, int(timeout * 1000))))
+        slot = _Slot()
+        with self._lock:
+            loop = self._loop if self._loop.alive else self._reconnect()
+            self._waiting[correlation_id] = slot
+        try:
+            loop.submit(functools.partial(self._publish, routing_key, body,
+                                          properties))
+        except CommunicationError:
+            self._waiting.pop(correlation_id, None)
+            raise
+        if not slot.wait(timeout):
+            self._waiting.pop(correlation_id, None)
+            raise RPCTimeoutError(reason='no reply from {!r} within {} s'.format(
+                routing_key, timeout))
+        if slot.error is not None:
+            raise slot.error
+        return codec.result_from_reply(slot.body)
+
+    def _publish(self, routing_key, body, properties, channel):
+        if not self._exchange and routing_key not in self._declared:
+            channel.queue_declare(routing_key, durable=self.settings.durable)
+            self._declared.add(routing_key)
+        channel.basic_publish(self._exchange, routing_key, body, properties,
+                              mandatory=True)
+
+    def _on_reply(self, channel, method, properties, body):
+        slot = self._waiting.pop(properties.correlation_id, None)
+        if slot is None:
+            log.warning('Dropped a reply for unknown correlation id %r (its '
+                        'call timed out or it was never made)',
+                        properties.correlation_id)
+            return
+        slot.set(body=body)
+
+    def _on_return(self, channel, method, properties, body):
+        slot = self._waiting.pop(properties.correlation_id, None)
+        if slot is not None:
+            slot.set(error=CriticalError(404, 'request not routed: {} {} '
+                                         '(exchange {!r}, routing key {!r})'
+                                         .format(method.reply_code,
+                                                 method.reply_text,
+                                                 method.exchange,
+                                                 method.routing_key)))
+
+    def _on_lost(self, error):
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for slot in waiting.values():
+            slot.set(error=TransientError(
+                503, 'connection lost while waiting for the reply; the request '
+                'may or may not have been processed: {}'.format(error.reason)))
+
+    def _close(self):
+        self._on_lost(TransientError(503, 'the producer was closed'))
+        super()._close()
+
+
+class _Slot:
+    """Where the I/O thread leaves one call's reply for the waiting thread."""
+
+    __slots__ = ('_arrived', 'body', 'error')
+
+    def __init__(self):
+        self._arrived = threading.Lock()
+        self._arrived.acquire()
+        self.body = None
+        self.error = None
+
+    def set(self, body=None, error=None):
+        self.body = body
+        self.error = error
+        self._arrived.release()
+
+    def wait(self, timeout):
+        return self._arrived.acquire(timeout=-1 if timeout is None else timeout)
+
+
+@register(EventDrivenConsumer, 'amqp')
+class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
+    """:class:`~.comm.EventDrivenConsumer` on RabbitMQ.
+
+    The processor runs in the thread that calls :meth:`start_consuming`;
+    the I/O thread receives up to ``prefetch_count`` messages ahead and
+    answers heartbeats meanwhile. A message is acknowledged after its
+    processor returned; acknowledgements are batched. When
+    :meth:`start_consuming` returns, messages received but not processed go
+    back to the queue.
+    """
+
+    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
+                 **config):
+        super().__init__(processor, pargs, pkwargs, cancel_event)
+        self._configure(config)
+        if not self.settings.queue:
+            raise ConfigurationError(
+                'missing configuration key \'queue\': what should be consumed?')
+        self._inbox = queue.SimpleQueue()
+        self._consuming = False
+        self._consumer_tag = None
+        self._ack_upto = None   # I/O thread: highest tag to ack, not sent yet
+
+    def _setup(self, channel, done):
+        s = self.settings
+        arguments = None
+        if s.dead_letter_exchange is not None:
+            arguments = {'x-dead-letter-exchange': s.dead_letter_exchange}
+        steps = [lambda done: channel.basic_qos(
+            prefetch_count=s.prefetch_count, callback=done)]
+        steps += self._declare_steps(channel, [s.queue], arguments)
+        self._ack_upto = None
+        if self._consuming:
+            steps.append(functools.partial(self._consume, channel))
+        run_steps(steps, done)
+
+    def _consume(self, channel, done=None):
+        self._consumer_tag = channel.basic_consume(
+            self.settings.queue, self._on_delivery, callback=done)
+
+    def _on_delivery(self, channel, method, properties, body):
+        if self._consuming:
+            self._inbox.put((channel, method.delivery_tag, properties, body))
+        else:
+            channel.basic_nack(method.delivery_tag, requeue=True)
+
+    def start_consuming(self):
+        """Process messages until ``cancel_event`` is set, or Ctrl-C.
+
+        A lost connection is reopened (logged once at WARNING with its
+        cause) and consuming resumes, until ``cancel_event`` is set.
+        """
+        self._check_open()
+        self._consuming = True
+        try:
+            if self._loop.alive:
+                self._loop.submit(self._consume)
+            while not self.cancel_event.is_set():
+                if not self._loop.alive:
+                    self._resume()
+                    continue
+                try:
+                    item = self._inbox.get(timeout=POLL_INTERVAL)
+                except queue.Empty:
+                    continue
+                self._handle(*item)
+        except KeyboardInterrupt:
+            log.info('Interrupted; stopped consuming %r', self.settings.queue)
+        finally:
+            self._stop_consuming()
+
+    def _resume(self):
+        try:
+            self._reconnect(self.cancel_event)
+        except CommunicationError as e:
+            log.warning('Cannot reconnect to %s yet: %s', self.settings.endpoint, e)
+            self.cancel_event.wait(self.settings.retry_delay or POLL_INTERVAL)
+
+    def _handle(self, channel, tag, properties, body):
+        loop = self._loop
+        if channel is not loop.channel:
+            return  # from a dead connection: the broker delivers it again
+        message_id = properties.message_id or properties.correlation_id or tag
+        if len(body) > self.settings.max_message_size:
+            log.warning('Rejected message %s: %d bytes exceed max_message_size',
+                        message_id, len(body))
+            outcome = dispatch.Outcome(False, codec.failure_reply(
+                413, 'message too large') if properties.reply_to else None)
+        else:
+            outcome = dispatch.handle(
+                self.processor, self.pargs, self.pkwargs, body,
+                properties.content_type, properties.reply_to is not None,
+                message_id)
+        try:
+            if outcome.reply is not None:
+                loop.submit(functools.partial(
+                    self._reply, properties.reply_to,
+                    properties.correlation_id, outcome.reply))
+            loop.submit(functools.partial(
+                self._ack if outcome.ack else self._reject, tag))
+        except CommunicationError as e:
+            log.warning('Cannot settle message %s, the broker will deliver it '
+                        'again: %s', message_id, e)
+
+    def _reply(self, reply_to, correlation_id, body, channel):
+        self._after_drain()
+        channel.basic_publish('', reply_to, body, pika.BasicProperties(
+            content_type=codec.REPLY_CONTENT_TYPE,
+            correlation_id=correlation_id))
+
+    def _ack(self, tag, channel):
+        self._ack_upto = tag
+
+    def _reject(self, tag, channel):
+        self._after_drain()
+        channel.basic_reject(tag, requeue=False)
+
+    def _after_drain(self):
+        """Send the batched acknowledgement (I/O thread)."""
+        if self._ack_upto is not None:
+            tag, self._ack_upto = self._ack_upto, None
+            self._loop.channel.basic_ack(tag, multiple=True)
+
+    def _stop_consuming(self):
+        self._consuming = False
+        loop = self._loop
+        if loop is None or not loop.alive:
+            return
+        consumer_tag = self._consumer_tag
+        try:
+            loop.submit(lambda channel: channel.basic_cancel(consumer_tag))
+            while True:
+                channel, tag, _, _ = self._inbox.get_nowait()
+                if channel is loop.channel:
+                    loop.submit(functools.partial(_requeue, tag))
+        except queue.Empty:
+            pass
+        except CommunicationError as e:
+            log.debug('Connection lost while stopping: %s', e)
+
+
+def _requeue(tag, channel):
+    channel.basic_nack(tag, requeue=True)
+
