@@ -284,6 +284,9 @@ def translate_error(error, endpoint):
                              'exist or the user may not use it'.format(endpoint))
     if isinstance(error, (pe.ConnectionClosedByBroker, pe.ChannelClosedByBroker)):
         return _broker_closed(error, endpoint)
+    if (isinstance(error, pe.AMQPConnectionError) and error.args
+            and isinstance(error.args[0], BaseException)):
+        return translate_error(error.args[0], endpoint)
     if isinstance(error, socket.gaierror):
         return TransientError(503, 'cannot resolve the host of {}: {}'.format(
             endpoint, error.strerror or error))

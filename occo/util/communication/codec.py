@@ -38,7 +38,7 @@ from ..exceptions import ApplicationError, CriticalError, OccoError
 from .comm import Response
 
 __all__ = [
-    'MessageDecodeError', 'encode', 'decode', 'encode_reply', 'error_reply',
+    'MessageDecodeError', 'encode', 'check_size', 'decode', 'encode_reply', 'error_reply',
     'failure_reply', 'result_from_reply', 'JSON', 'TEXT', 'BINARY',
     'REPLY_CONTENT_TYPE', 'YAML_CONTENT_TYPES',
 ]
@@ -80,6 +80,16 @@ def encode(message):
         raise TypeError(
             'cannot send a message of type {}: it must be a JSON-able value, '
             'str or bytes ({})'.format(type(message).__name__, e)) from e
+
+
+def check_size(body, limit):
+    """Refuse a body longer than ``limit`` bytes (``max_message_size``).
+
+    :raises CriticalError: (413) naming both sizes.
+    """
+    if len(body) > limit:
+        raise CriticalError(413, 'message of {} bytes exceeds max_message_size '
+                            '({} bytes)'.format(len(body), limit))
 
 
 def decode(body, content_type):

@@ -131,6 +131,11 @@ class _MemoryRole:
         self.routing_key = self.settings.routing_key
         self._broker = default_broker
 
+    def _encode(self, message):
+        body, content_type = codec.encode(message)
+        codec.check_size(body, self.settings.max_message_size)
+        return body, content_type
+
     def _target(self, routing_key):
         target = routing_key or self.routing_key
         if not target:
@@ -156,7 +161,7 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
 
     def push_message(self, message, routing_key=None, **kwargs):
         self._check_open()
-        body, content_type = codec.encode(message)
+        body, content_type = self._encode(message)
         self._broker.publish(self._target(routing_key),
                              _Message(body, content_type))
 
@@ -199,7 +204,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
 
     def push_message(self, message, routing_key=None, timeout=None, **kwargs):
         self._check_open()
-        body, content_type = codec.encode(message)
+        body, content_type = self._encode(message)
         timeout = self.rpc_timeout if timeout is None else timeout
         expires_at = None if timeout is None else time.monotonic() + timeout
         correlation_id = str(next(self._ids))

@@ -130,10 +130,7 @@ class _MQRole:
                 for name in names if name]
 
     def _check_size(self, body):
-        if len(body) > self.settings.max_message_size:
-            raise CriticalError(413, 'message of {} bytes exceeds '
-                                'max_message_size ({} bytes)'.format(
-                                    len(body), self.settings.max_message_size))
+        codec.check_size(body, self.settings.max_message_size)
 
     def _next_id(self):
         return self._id_prefix + str(next(self._ids))

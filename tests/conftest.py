@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: broker address, unique queues, running consumers.
+
+Broker tests carry the ``broker`` marker and talk to the RabbitMQ given by
+``OCCO_TEST_AMQP_HOST``/``OCCO_TEST_AMQP_PORT`` (default 127.0.0.1:5672,
+guest/guest). Where it cannot be reached they are skipped, except in CI
+(``CI`` set), where they fail: CI never skips the broker.
+"""
+
+import contextlib
+import os
+import socket
+import threading
+import uuid
+
+import pytest
+
+import occo.util.communication as comm
+
+BROKER_HOST = os.environ.get('OCCO_TEST_AMQP_HOST', '127.0.0.1')
+BROKER_PORT = int(os.environ.get('OCCO_TEST_AMQP_PORT', '5672'))
+#: A generous bound that turns a hang into a failure, never a speed check.
+JOIN_TIMEOUT = 10
+
+
+def _broker_reachable():
+    try:
+        socket.create_connection((BROKER_HOST, BROKER_PORT), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any(item.get_closest_marker('broker') for item in items):
+        return
+    if _broker_reachable():
+        return
+    if os.environ.get('CI'):
+        raise pytest.UsageError('RabbitMQ is not reachable at {}:{} and CI '
+                                'must not skip broker tests'.format(
+                                    BROKER_HOST, BROKER_PORT))
+    skip = pytest.mark.skip(reason='RabbitMQ not reachable at {}:{}'.format(
+        BROKER_HOST, BROKER_PORT))
+    for item in items:
+        if item.get_closest_marker('broker'):
+            item.add_marker(skip)
+
+
+def amqp_config(**overrides):
+    """Configuration of the test broker with a fresh queue name."""
+    queue = 'test-' + uuid.uuid4().hex
+    config = dict(protocol='amqp', host=BROKER_HOST, port=BROKER_PORT,
+                  vhost='/', user='guest', password='guest', queue=queue,
+                  routing_key=queue, durable=False, connect_timeout=5)
+    config.update(overrides)
+    return config
+
+
+def memory_config(**overrides):
+    queue = 'test-' + uuid.uuid4().hex
+    config = dict(protocol='memory', queue=queue, routing_key=queue)
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(params=['memory', pytest.param('amqp', marks=pytest.mark.broker)])
+def backend(request):
+    """The name of each backend in turn, for the contract tests."""
+    return request.param
+
+
+@pytest.fixture
+def config(backend):
+    """A fresh configuration (own queue) for the backend under test."""
+    queues = []
+
+    def make(**overrides):
+        maker = amqp_config if backend == 'amqp' else memory_config
+        cfg = maker(**overrides)
+        if isinstance(cfg['queue'], str):
+            queues.append(cfg['queue'])
+        return cfg
+    yield make
+    if backend == 'amqp':
+        _delete_queues(queues)
+
+
+def _delete_queues(queues):
+    import pika
+    params = pika.ConnectionParameters(BROKER_HOST, BROKER_PORT)
+    with contextlib.closing(pika.BlockingConnection(params)) as connection:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
+
+
+@contextlib.contextmanager
+def running_consumer(processor, **config):
+    """Run an EventDrivenConsumer in a thread for the ``with`` body.
+
+    Yields the consumer; on exit sets its cancel event and checks that the
+    thread ended within :data:`JOIN_TIMEOUT` and raised nothing.
+    """
+    cancel = threading.Event()
+    errors = []
+
+    def run():
+        try:
+            consumer.start_consuming()
+        except BaseException as e:  # reported to the test below
+            errors.append(e)
+
+    consumer = comm.EventDrivenConsumer(processor, cancel_event=cancel, **config)
+    with consumer:
+        thread = threading.Thread(target=run, name='test-consumer')
+        thread.start()
+        try:
+            yield consumer
+        finally:
+            cancel.set()
+            thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive(), 'consumer did not stop after cancel_event'
+    assert not errors, errors
+
+
+class Collector:
+    """A processor that records messages and lets tests wait for them."""
+
+    def __init__(self, result=None):
+        self.messages = []
+        self._lock = threading.Condition()
+        self.result = result
+
+    def __call__(self, message, *args, **kwargs):
+        with self._lock:
+            self.messages.append((message, args, kwargs))
+            self._lock.notify_all()
+        if isinstance(self.result, BaseException):
+            raise self.result
+        if callable(self.result):
+            return self.result(message)
+        return self.result
+
+    def wait_for(self, count, timeout=JOIN_TIMEOUT):
+        """Wait until ``count`` messages arrived; fail the test otherwise."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.messages) >= count,
+                                       timeout):
+                pytest.fail('got {} of {} messages'.format(
+                    len(self.messages), count))
+        return [m for m, _, _ in self.messages]
