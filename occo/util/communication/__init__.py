@@ -19,6 +19,8 @@ or ``memory`` (in-process, :mod:`.memory`). Importing this package registers
 both.
 """
 
+__version__ = '1.0.0'
+
 from ..exceptions import (ApplicationError, ClosedError, CommunicationError,
                           ConfigurationError, CriticalError,
                           MissingConfigurationError, OccoError,

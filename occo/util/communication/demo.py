@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A short tour of the three roles, printed as it happens.
+
+``python -m occo.util.communication demo`` runs it on the in-process
+``memory`` backend; with ``--config FILE`` (a YAML file with an ``mqconfig``
+section) the same tour runs on RabbitMQ.
+"""
+
+import threading
+import time
+import uuid
+
+from ..exceptions import ApplicationError, CommunicationError
+from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+
+__all__ = ['run_demo']
+
+
+def _processor(message, out):
+    """Answer RPC requests; fail on purpose for ``'fail'``."""
+    out('  consumer got {!r}'.format(message))
+    if message == 'fail':
+        raise ValueError('the demo processor refuses "fail"')
+    if isinstance(message, dict) and 'x' in message:
+        return {'square': message['x'] ** 2}
+    return message
+
+
+def run_demo(mqconfig=None, out=print):
+    """Run the tour; return 0 if everything behaved as documented.
+
+    :param mqconfig: the connection configuration; ``None`` uses a private
+        queue on the ``memory`` backend.
+    :param out: where the lines go.
+    """
+    queue = 'occo-demo-' + uuid.uuid4().hex[:8]
+    config = {'protocol': 'memory'}
+    config.update(mqconfig or {})
+    config.update(queue=queue, routing_key=queue, durable=False)
+    config.setdefault('rpc_timeout', 10)
+    out('OCCO communication demo on the {!r} backend, queue {!r}'.format(
+        config['protocol'], queue))
+    cancel = threading.Event()
+    consumer = EventDrivenConsumer(_processor, pkwargs={'out': out},
+                                   cancel_event=cancel, **config)
+    with consumer:
+        thread = threading.Thread(target=consumer, name='demo-consumer')
+        thread.start()
+        try:
+            return _tour(config, out)
+        finally:
+            cancel.set()
+            thread.join(10)
+
+
+def _tour(config, out):
+    started = time.perf_counter()
+    with AsynchronProducer(**config) as producer:
+        for message in ['hello', {'x': 3}, b'raw bytes']:
+            producer.push_message(message)
+            out('AsynchronProducer pushed {!r}'.format(message))
+    out('  all pushed messages confirmed in {:.1f} ms'.format(
+        (time.perf_counter() - started) * 1000))
+    ok = True
+    with RPCProducer(**config) as rpc:
+        started = time.perf_counter()
+        result = rpc.push_message({'x': 12})
+        out('RPCProducer got {!r} in {:.1f} ms'.format(
+            result, (time.perf_counter() - started) * 1000))
+        ok = ok and result == {'square': 144}
+        try:
+            rpc.push_message('fail')
+            ok = False
+        except ApplicationError as e:
+            out('RPCProducer got the remote error: {}'.format(e))
+        except CommunicationError as e:
+            out('RPCProducer: transport failed: {}'.format(e))
+            ok = False
+    out('demo finished: {}'.format('OK' if ok else 'UNEXPECTED RESULTS'))
+    return 0 if ok else 1

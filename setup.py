@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Packaging of occo.util.communication (``pip install .``)."""
+
+import pathlib
+import re
+
+from setuptools import find_namespace_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r"^__version__ = '([^']+)'",
+                    (HERE / 'occo/util/communication/__init__.py').read_text(),
+                    re.M).group(1)
+
+setup(
+    name='occo-util-communication',
+    version=VERSION,
+    description='OCCO component communication: blocking producers, RPC and '
+                'consumers over RabbitMQ (pika) or in memory',
+    long_description=(HERE / 'README.rst').read_text(),
+    long_description_content_type='text/x-rst',
+    license='Apache-2.0',
+    python_requires='>=3.8',
+    packages=find_namespace_packages(include=['occo.*']),
+    install_requires=['pika>=1.3,<2', 'PyYAML>=5.1'],
+    extras_require={
+        'test': ['pytest>=7', 'pytest-timeout>=2'],
+        'docs': ['sphinx>=5'],
+    },
+    entry_points={'console_scripts': [
+        'occo-comm = occo.util.communication.__main__:main']},
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Apache Software License',
+        'Topic :: System :: Networking',
+    ],
+)
