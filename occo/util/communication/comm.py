@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 #: does not break construction; it is logged once as a warning that suggests
 #: the nearest known key (``exhange`` -> ``exchange``).
 KNOWN_KEYS = frozenset([
-    'protocol', 'host', 'port', 'vhost', 'user', 'password', 'exchange',
-    'routing_key', 'queue', 'durable', 'heartbeat', 'prefetch_count',
+    'protocol', 'url', 'host', 'host_selection', 'port', 'vhost', 'user',
+    'password', 'ssl', 'ssl_options', 'exchange', 'routing_key', 'queue',
+    'durable', 'queue_type', 'delivery_limit', 'heartbeat', 'prefetch_count',
     'rpc_timeout', 'confirm', 'confirm_timeout', 'max_in_flight',
     'connection_attempts', 'retry_delay', 'connect_timeout',
     'dead_letter_exchange', 'max_message_size',

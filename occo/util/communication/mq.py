@@ -28,6 +28,8 @@ import itertools
 import logging
 import os
 import queue
+import random
+import ssl
 import threading
 import time
 
@@ -69,42 +71,58 @@ class _MQRole:
             type(self).__name__, s.user, s.host, s.port, s.vhost, s.queue)
 
     def _parameters(self):
+        """One :class:`pika.ConnectionParameters` per host, in trying order."""
         s = self.settings
-        return pika.ConnectionParameters(
-            host=s.host, port=s.port, virtual_host=s.vhost,
-            credentials=pika.PlainCredentials(s.user, s.password),
+        hosts = list(s.hosts)
+        if s.host_selection == 'shuffle':
+            random.shuffle(hosts)
+        credentials = pika.PlainCredentials(s.user, s.password)
+        name = '{} pid {}'.format(type(self).__name__, os.getpid())
+        return [pika.ConnectionParameters(
+            host=host, port=port, virtual_host=s.vhost, credentials=credentials,
             heartbeat=s.heartbeat, connection_attempts=1,
             socket_timeout=s.connect_timeout, stack_timeout=s.connect_timeout,
-            client_properties={'connection_name': '{} pid {}'.format(
-                type(self).__name__, os.getpid())})
+            ssl_options=_ssl_options(s, host) if s.ssl else None,
+            client_properties={'connection_name': name})
+            for host, port in hosts]
 
     def _connect(self, cancel_event=None):
-        """Open a new loop, trying ``connection_attempts`` times.
+        """Open a new loop: each host in turn, ``connection_attempts`` rounds.
 
         :raises CommunicationError: with the cause of the last failure.
+        :raises ConfigurationError: when the queue exists with other
+            arguments.
         """
         s = self.settings
         delay = s.retry_delay
         for attempt in range(1, s.connection_attempts + 1):
-            loop = AmqpLoop(self._parameters(), s.endpoint, self._setup,
-                            self._on_lost, getattr(self, '_after_drain', None))
-            try:
-                loop.start(s.connect_timeout)
-            except CriticalError:
-                raise
-            except CommunicationError as e:
-                if attempt == s.connection_attempts:
+            for parameters in self._parameters():
+                endpoint = "user {!r} at {}:{}, vhost {!r}".format(
+                    s.user, parameters.host, parameters.port, s.vhost)
+                loop = AmqpLoop(parameters, endpoint, self._setup,
+                                self._on_lost, getattr(self, '_after_drain', None))
+                try:
+                    loop.start(s.connect_timeout)
+                except CriticalError as e:
+                    if e.http_code == 406:
+                        raise ConfigurationError(
+                            'queue {!r} exists with other arguments than '
+                            'configured: {}'.format(s.queue, e.reason)) from e
                     raise
-                log.debug('Connection attempt %d to %s failed: %s',
-                          attempt, s.endpoint, e)
-                if cancel_event is not None and cancel_event.wait(delay):
-                    raise
-                if cancel_event is None:
-                    time.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
+                except CommunicationError as e:
+                    error = e
+                    log.debug('Cannot connect (attempt %d): %s', attempt, e)
+                else:
+                    self._loop = loop
+                    return loop
+            if attempt == s.connection_attempts:
+                raise error
+            if cancel_event is not None:
+                if cancel_event.wait(delay):
+                    raise error
             else:
-                self._loop = loop
-                return loop
+                time.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     def _reconnect(self, cancel_event=None):
         """Replace a dead loop with a new one; log the cause once."""
@@ -124,8 +142,9 @@ class _MQRole:
     def _on_lost(self, error):
         """Called on the I/O thread when the connection died."""
 
-    def _declare_steps(self, channel, names, arguments=None):
+    def _declare_steps(self, channel, names):
         durable = self.settings.durable
+        arguments = self.settings.queue_arguments()
         return [functools.partial(_declare, channel, name, durable, arguments)
                 for name in names if name]
 
@@ -134,6 +153,18 @@ class _MQRole:
 
     def _next_id(self):
         return self._id_prefix + str(next(self._ids))
+
+
+def _ssl_options(settings, host):
+    """TLS for ``host`` from ``ssl_options``; certificates verified by default."""
+    options = settings.ssl_options
+    context = ssl.create_default_context(cafile=options.get('ca_file'))
+    if not options.get('verify', True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.get('cert_file'):
+        context.load_cert_chain(options['cert_file'], options.get('key_file'))
+    return pika.SSLOptions(context, options.get('server_hostname') or host)
 
 
 def _declare(channel, name, durable, arguments, done):
@@ -223,7 +254,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
     def _publish(self, record, channel):
         routing_key, body, properties = record
         if not self._exchange and routing_key not in self._declared:
-            channel.queue_declare(routing_key, durable=self.settings.durable)
+            channel.queue_declare(routing_key, durable=self.settings.durable,
+                                  arguments=self.settings.queue_arguments())
             self._declared.add(routing_key)
         channel.basic_publish(self._exchange, routing_key, body, properties,
                               mandatory=True)
@@ -376,7 +408,8 @@ class MQRPCProducer(_MQRole, RPCProducer):
 
     def _publish(self, routing_key, body, properties, channel):
         if not self._exchange and routing_key not in self._declared:
-            channel.queue_declare(routing_key, durable=self.settings.durable)
+            channel.queue_declare(routing_key, durable=self.settings.durable,
+                                  arguments=self.settings.queue_arguments())
             self._declared.add(routing_key)
         channel.basic_publish(self._exchange, routing_key, body, properties,
                               mandatory=True)
@@ -459,12 +492,9 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
 
     def _setup(self, channel, done):
         s = self.settings
-        arguments = None
-        if s.dead_letter_exchange is not None:
-            arguments = {'x-dead-letter-exchange': s.dead_letter_exchange}
         steps = [lambda done: channel.basic_qos(
             prefetch_count=s.prefetch_count, callback=done)]
-        steps += self._declare_steps(channel, [s.queue], arguments)
+        steps += self._declare_steps(channel, [s.queue])
         self._ack_upto = None
         if self._consuming:
             steps.append(functools.partial(self._consume, channel))

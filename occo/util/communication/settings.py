@@ -9,16 +9,34 @@ key, at construction, on every backend alike.
 key                      default       meaning
 ======================== ============= =========================================
 ``protocol``             (required)    ``amqp`` or ``memory``
-``host``                 ``localhost`` broker host
-``port``                 ``5672``      broker port
+``url``                  ``None``      ``amqp://user:password@host:port/vhost``
+                                       (``amqps://`` for TLS; ``%2F`` is
+                                       ``/``; query: ``heartbeat``,
+                                       ``connect_timeout``,
+                                       ``connection_attempts``,
+                                       ``retry_delay``), or a list of URLs;
+                                       overrides the separate keys below
+``host``                 ``localhost`` broker host, or a list of hosts
+                                       (``name`` or ``name:port``) tried in
+                                       turn
+``host_selection``       ``ordered``   ``ordered`` or ``shuffle``: the order
+                                       in which a list of hosts is tried
+``port``                 ``5672``      broker port (``5671`` with ``ssl``)
 ``vhost``                ``/``         virtual host
 ``user``                 ``guest``     user name
 ``password``             ``guest``     password (never logged nor shown)
+``ssl``                  ``False``     connect with TLS
+``ssl_options``          ``{}``        ``ca_file``, ``cert_file``,
+                                       ``key_file``, ``server_hostname``,
+                                       ``verify`` (default ``true``)
 ``exchange``             ``''``        exchange to publish to (``''``: the
                                        default exchange, routing key = queue)
 ``routing_key``          ``queue``     where messages go
 ``queue``                ``routing_key`` queue to consume (and declare)
 ``durable``              ``True``      durable queues, persistent messages
+``queue_type``           ``classic``   ``classic`` or ``quorum`` (replicated)
+``delivery_limit``       ``None``      quorum queues: deliveries before a
+                                       message is dead-lettered
 ``heartbeat``            broker's      heartbeat interval in seconds
 ``prefetch_count``       ``100``       unacknowledged messages per consumer
 ``rpc_timeout``          ``None``      seconds to wait for a reply (for ever)
@@ -34,9 +52,16 @@ key                      default       meaning
 ======================== ============= =========================================
 """
 
+import urllib.parse
+
 from ..exceptions import ConfigurationError
 
 __all__ = ['Settings']
+
+_URL_QUERY_KEYS = {'heartbeat', 'connect_timeout', 'connection_attempts',
+                   'retry_delay'}
+_SSL_OPTION_KEYS = {'ca_file', 'cert_file', 'key_file', 'server_hostname',
+                    'verify'}
 
 _MISSING = object()
 
@@ -50,8 +75,17 @@ class Settings:
 
     def __init__(self, config):
         self.protocol = config.get('protocol')
-        self.host = _text(config, 'host', 'localhost')
-        self.port = _number(config, 'port', 5672, int, minimum=1)
+        if config.get('url') is not None:
+            config = dict(config, **_from_urls(config['url']))
+        self.ssl = _flag(config, 'ssl', False)
+        self.ssl_options = _ssl_options(config)
+        self.port = _number(config, 'port', 5671 if self.ssl else 5672, int,
+                            minimum=1)
+        #: ``[(host, port), ...]``, in the order to try them.
+        self.hosts = _hosts(config, self.port)
+        self.host = self.hosts[0][0]
+        self.host_selection = _choice(config, 'host_selection', 'ordered',
+                                      ('ordered', 'shuffle'))
         self.vhost = _text(config, 'vhost', '/')
         self.user = _text(config, 'user', 'guest')
         self._password = _text(config, 'password', 'guest')
@@ -60,6 +94,14 @@ class Settings:
         self.routing_key = _text(config, 'routing_key', None) or self.queue
         self.queue = self.queue or self.routing_key
         self.durable = _flag(config, 'durable', True)
+        self.queue_type = _choice(config, 'queue_type', 'classic',
+                                  ('classic', 'quorum'))
+        if self.queue_type == 'quorum' and not self.durable:
+            raise ConfigurationError(
+                "configuration key 'durable' must be true for queue_type "
+                "'quorum': quorum queues are always durable")
+        self.delivery_limit = _number(config, 'delivery_limit', None, int,
+                                      minimum=0)
         self.heartbeat = _number(config, 'heartbeat', None, int, minimum=0)
         self.prefetch_count = _number(config, 'prefetch_count', 100, int,
                                       minimum=0)
@@ -80,6 +122,17 @@ class Settings:
         self.max_message_size = _number(config, 'max_message_size',
                                         4 * 1024 * 1024, int, minimum=1)
 
+    def queue_arguments(self):
+        """The ``x-`` arguments every declaration of the queue carries."""
+        arguments = {}
+        if self.queue_type == 'quorum':
+            arguments['x-queue-type'] = 'quorum'
+        if self.delivery_limit is not None:
+            arguments['x-delivery-limit'] = self.delivery_limit
+        if self.dead_letter_exchange is not None:
+            arguments['x-dead-letter-exchange'] = self.dead_letter_exchange
+        return arguments or None
+
     @property
     def password(self):
         """The password; kept out of ``repr`` and ``vars``-based dumps."""
@@ -88,12 +141,99 @@ class Settings:
     @property
     def endpoint(self):
         """Text naming user, host, port and vhost, for error messages."""
-        return "user {!r} at {}:{}, vhost {!r}".format(
-            self.user, self.host, self.port, self.vhost)
+        return "user {!r} at {}, vhost {!r}".format(
+            self.user, ', '.join('{}:{}'.format(*h) for h in self.hosts),
+            self.vhost)
 
     def __repr__(self):
-        return '<Settings amqp://{}:***@{}:{}/{} queue={!r}>'.format(
-            self.user, self.host, self.port, self.vhost, self.queue)
+        return '<Settings {}://{}:***@{}:{}/{} queue={!r}>'.format(
+            'amqps' if self.ssl else 'amqp', self.user, self.host, self.port,
+            urllib.parse.quote(self.vhost, safe=''), self.queue)
+
+
+def _from_urls(urls):
+    """The keys an ``amqp://`` URL (or a list of them) stands for."""
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, (list, tuple)) or not urls:
+        raise ConfigurationError(
+            "configuration key 'url' must be a URL or a list of URLs")
+    parsed = [_parse_url(url) for url in urls]
+    keys = dict(parsed[0])
+    keys['host'] = ['{}:{}'.format(p['host'], p['port']) for p in parsed]
+    return keys
+
+
+def _parse_url(url):
+    if not isinstance(url, str):
+        raise ConfigurationError("configuration key 'url' must be a string")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ('amqp', 'amqps') or not parts.hostname:
+        raise ConfigurationError(
+            "configuration key 'url' must look like amqp://user:password@host:"
+            "port/vhost, got scheme {!r}".format(parts.scheme))
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(
+            "configuration key 'url' has an invalid port") from None
+    ssl = parts.scheme == 'amqps'
+    keys = {'host': parts.hostname, 'port': port or (5671 if ssl else 5672),
+            'ssl': ssl}
+    if parts.username is not None:
+        keys['user'] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        keys['password'] = urllib.parse.unquote(parts.password)
+    if parts.path not in ('', '/'):
+        keys['vhost'] = urllib.parse.unquote(parts.path[1:])
+    for key, values in urllib.parse.parse_qs(parts.query).items():
+        if key not in _URL_QUERY_KEYS:
+            raise ConfigurationError(
+                "configuration key 'url' has an unknown query parameter {!r} "
+                "(known: {})".format(key, ', '.join(sorted(_URL_QUERY_KEYS))))
+        keys[key] = values[-1]
+    return keys
+
+
+def _hosts(config, default_port):
+    hosts = _get(config, 'host', 'localhost')
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    if not isinstance(hosts, (list, tuple)) or not hosts:
+        raise ConfigurationError(
+            "configuration key 'host' must be a host name or a list of them")
+    result = []
+    for entry in hosts:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigurationError(
+                "configuration key 'host' has an invalid entry {!r}".format(entry))
+        name, colon, port = entry.rpartition(':')
+        if not colon or not port.isdigit() or (':' in name and not name.endswith(']')):
+            name, port = entry, ''
+        result.append((name.strip('[]'), int(port) if port else default_port))
+    return result
+
+
+def _ssl_options(config):
+    options = _get(config, 'ssl_options', {})
+    if not isinstance(options, dict):
+        raise ConfigurationError(
+            "configuration key 'ssl_options' must be a mapping")
+    unknown = set(options) - _SSL_OPTION_KEYS
+    if unknown:
+        raise ConfigurationError(
+            "configuration key 'ssl_options' has unknown keys {} (known: {})"
+            .format(', '.join(sorted(unknown)), ', '.join(sorted(_SSL_OPTION_KEYS))))
+    return dict(options)
+
+
+def _choice(config, key, default, choices):
+    value = _get(config, key, default)
+    if value not in choices:
+        raise ConfigurationError(
+            'configuration key {!r} must be one of {}, got {!r}'.format(
+                key, ', '.join(choices), value))
+    return value
 
 
 def _get(config, key, default):
