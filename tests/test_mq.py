@@ -261,3 +261,48 @@ def test_unprocessed_prefetched_messages_return_to_queue_on_stop():
         consumer.cancel_event.set()
         release.set()
     assert queue_depth(config['queue']) == 19
+
+
+SIGTERM_CONSUMER = '''
+import sys, time
+import occo.util.communication as comm
+config = dict(protocol='amqp', host=sys.argv[1], port=int(sys.argv[2]),
+              queue=sys.argv[3], durable=False, prefetch_count=10)
+def slow(message):
+    print('processing', message, flush=True)
+    time.sleep(1)
+    print('done', message, flush=True)
+with comm.EventDrivenConsumer(slow, **config) as consumer:
+    consumer.start_consuming()
+print('closed cleanly', flush=True)
+'''
+
+
+def test_sigterm_finishes_current_message_and_closes_cleanly():
+    import os
+    import signal
+    import subprocess
+    import sys
+    config = amqp_config()
+    with comm.AsynchronProducer(**config) as prod:
+        prod.push_message('first')
+        prod.push_message('second')
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, '-c', SIGTERM_CONSUMER, BROKER_HOST, str(BROKER_PORT),
+         config['queue']], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == 'processing first'
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=JOIN_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.split('\n')[:2] == ['done first', 'closed cleanly']
+    assert 'Traceback' not in err
+    with raw_channel() as channel:
+        method, properties, body = channel.basic_get(config['queue'], auto_ack=True)
+        assert body == b'second'
+        assert channel.basic_get(config['queue'], auto_ack=True)[0] is None
+        channel.queue_delete(config['queue'])

@@ -19,8 +19,10 @@ around its connection: ``__enter__`` connects and returns the object,
 ``__exit__`` closes it, also when the body raised.
 """
 
+import contextlib
 import difflib
 import logging
+import signal
 import threading
 
 from ..exceptions import ClosedError, ConfigurationError
@@ -274,9 +276,37 @@ class EventDrivenConsumer(_Role):
     def start_consuming(self):
         """Process messages until ``cancel_event`` is set (or Ctrl-C).
 
-        Returns within one second after ``cancel_event`` is set.
+        Returns within one second after ``cancel_event`` is set. In the main
+        thread, SIGTERM and Ctrl-C end it cleanly too: after SIGTERM the
+        message being processed is finished and acknowledged; Ctrl-C
+        interrupts it and it stays unacknowledged, so the broker delivers it
+        again. Either way the connection is closed by the ``with`` block.
         """
         raise NotImplementedError
+
+    _terminated = False
+
+    def _keep_consuming(self):
+        return not (self._terminated or self.cancel_event.is_set())
+
+    @contextlib.contextmanager
+    def _consuming_session(self, name):
+        """Run the consuming loop: SIGTERM stops it, Ctrl-C ends it quietly."""
+        self._terminated = False
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            yield
+        except KeyboardInterrupt:
+            log.info('Interrupted; stopped consuming %r', name)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame):
+        log.info('SIGTERM: finishing the current message, then stopping')
+        self._terminated = True
 
 
 class Response:

@@ -239,13 +239,11 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
     def start_consuming(self):
         self._check_open()
         queue = self._broker.queue(self.queue or self.routing_key)
-        try:
-            while not self.cancel_event.is_set():
+        with self._consuming_session(queue.name):
+            while self._keep_consuming():
                 message = queue.get(POLL_INTERVAL)
                 if message is not None:
                     self._handle(message)
-        except KeyboardInterrupt:
-            log.info('Interrupted; stopped consuming %r', queue.name)
 
     def _handle(self, message):
         outcome = dispatch.handle(

@@ -58,6 +58,7 @@ class _MQRole:
     """Connection handling shared by the three AMQP classes."""
 
     _loop = None
+    _reported_loss = None
 
     def _configure(self, config):
         warn_unknown_keys(config)
@@ -126,10 +127,12 @@ class _MQRole:
 
     def _reconnect(self, cancel_event=None):
         """Replace a dead loop with a new one; log the cause once."""
-        old = self._loop
-        old.stop(timeout=2)
-        log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
-                    old.error)
+        lost = self._loop
+        if lost is not self._reported_loss:
+            self._reported_loss = lost
+            lost.stop(timeout=2)
+            log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
+                        lost.error)
         return self._connect(cancel_event)
 
     def _open(self):
@@ -519,19 +522,18 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         self._check_open()
         self._consuming = True
         try:
-            if self._loop.alive:
-                self._loop.submit(self._consume)
-            while not self.cancel_event.is_set():
-                if not self._loop.alive:
-                    self._resume()
-                    continue
-                try:
-                    item = self._inbox.get(timeout=POLL_INTERVAL)
-                except queue.Empty:
-                    continue
-                self._handle(*item)
-        except KeyboardInterrupt:
-            log.info('Interrupted; stopped consuming %r', self.settings.queue)
+            with self._consuming_session(self.settings.queue):
+                if self._loop.alive:
+                    self._loop.submit(self._consume)
+                while self._keep_consuming():
+                    if not self._loop.alive:
+                        self._resume()
+                        continue
+                    try:
+                        item = self._inbox.get(timeout=POLL_INTERVAL)
+                    except queue.Empty:
+                        continue
+                    self._handle(*item)
         finally:
             self._stop_consuming()
 
@@ -539,8 +541,10 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         try:
             self._reconnect(self.cancel_event)
         except CommunicationError as e:
-            log.warning('Cannot reconnect to %s yet: %s', self.settings.endpoint, e)
+            log.debug('Cannot reconnect to %s yet: %s', self.settings.endpoint, e)
             self.cancel_event.wait(self.settings.retry_delay or POLL_INTERVAL)
+        else:
+            log.info('Consuming %r again', self.settings.queue)
 
     def _handle(self, channel, tag, properties, body):
         loop = self._loop
