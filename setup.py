@@ -19,7 +19,7 @@ setup(
     long_description=(HERE / 'README.rst').read_text(),
     long_description_content_type='text/x-rst',
     license='Apache-2.0',
-    python_requires='>=3.8',
+    python_requires='>=3.9',
     packages=find_namespace_packages(include=['occo.*']),
     install_requires=['pika>=1.3,<2', 'PyYAML>=5.1'],
     extras_require={

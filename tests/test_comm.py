@@ -96,3 +96,29 @@ def test_errors_keep_their_arguments():
     assert error.args == (404, 'gone') and str(error) == 'gone (code 404)'
     app = comm.ApplicationError('KeyError', "'k'", 'tb')
     assert app.args == ('KeyError', "'k'", 'tb') and str(app) == "KeyError: 'k'"
+
+
+PLUGIN_MODULE = '''
+import occo.util.communication as comm
+
+@comm.register(comm.AsynchronProducer, 'plugin-test')
+class PluginProducer(comm.AsynchronProducer):
+    def __init__(self, **config):
+        self.config = config
+'''
+
+
+def test_backend_of_installed_distribution_loads_through_entry_point(tmp_path, monkeypatch):
+    (tmp_path / 'occo_plugin_test.py').write_text(PLUGIN_MODULE)
+    dist_info = tmp_path / 'occo_plugin_test-1.0.dist-info'
+    dist_info.mkdir()
+    (dist_info / 'METADATA').write_text('Name: occo-plugin-test\nVersion: 1.0\n')
+    (dist_info / 'entry_points.txt').write_text(
+        '[occo.communication.backends]\nplugin-test = occo_plugin_test\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        prod = comm.AsynchronProducer(protocol='plugin-test', queue='q')
+        assert type(prod).__name__ == 'PluginProducer'
+        assert prod.config == {'protocol': 'plugin-test', 'queue': 'q'}
+    finally:
+        comm.AsynchronProducer._backends.pop('plugin-test', None)

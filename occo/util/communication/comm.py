@@ -21,6 +21,7 @@ around its connection: ``__enter__`` connects and returns the object,
 
 import contextlib
 import difflib
+import importlib.metadata
 import logging
 import signal
 import threading
@@ -135,15 +136,38 @@ def _lookup(role, protocol):
         raise ConfigurationError(
             'missing configuration key \'protocol\' for {}; known protocols: '
             '{}'.format(role.__name__, _known(role)))
-    try:
+    if not isinstance(protocol, str):
+        raise ConfigurationError(
+            'configuration key \'protocol\' must be a string, got {!r}'.format(
+                protocol))
+    if protocol not in role._backends:
+        _load_plugin(protocol)
+    if protocol in role._backends:
         return role._backends[protocol]
-    except (KeyError, TypeError):
-        pass
     close = difflib.get_close_matches(str(protocol), list(role._backends), n=1)
     hint = ' (did you mean {!r}?)'.format(close[0]) if close else ''
     raise ConfigurationError(
         'unknown protocol {!r} for {}{}; known protocols: {}'.format(
             protocol, role.__name__, hint, _known(role)))
+
+
+#: Entry-point group through which other distributions add backends: the
+#: entry point's name is the protocol, its value the module that registers it.
+ENTRY_POINT_GROUP = 'occo.communication.backends'
+
+
+def _load_plugin(protocol):
+    """Import the module an installed distribution offers for ``protocol``."""
+    for entry_point in _entry_points():
+        if entry_point.name == protocol:
+            entry_point.load()
+
+
+def _entry_points():
+    found = importlib.metadata.entry_points()
+    if hasattr(found, 'select'):
+        return found.select(group=ENTRY_POINT_GROUP)
+    return found.get(ENTRY_POINT_GROUP, ())
 
 
 def _known(role):
