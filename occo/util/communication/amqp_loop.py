@@ -31,6 +31,8 @@ import threading
 import pika
 import pika.exceptions as pe
 from pika.adapters.utils import connection_workflow as workflow
+from pika.adapters.utils.io_services_utils import \
+    _AsyncPlaintextTransport as _PlaintextTransport
 
 from ..exceptions import CommunicationError, CriticalError, TransientError
 
@@ -71,6 +73,14 @@ class _BatchingConnection(pika.SelectConnection):
         frames, self._batch = self._batch, None
         if frames:
             super()._output_marshaled_frames((b''.join(frames),))
+            self._send_now()
+
+    def _send_now(self):
+        # pika sends buffered data on the poll loop's next turn; sending it
+        # here saves that turn (an epoll call) on every request and ack.
+        transport = self._transport
+        if isinstance(transport, _PlaintextTransport) and transport.get_write_buffer_size():
+            transport._on_socket_writable()
 
 
 def run_steps(steps, done):
