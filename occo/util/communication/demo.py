@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """A short tour of the three roles, printed as it happens.
 
-``python -m occo.util.communication demo`` runs it on the in-process
-``memory`` backend; with ``--config FILE`` (a YAML file with an ``mqconfig``
-section) the same tour runs on RabbitMQ.
+``occo-comm demo`` (or ``python -m occo.util.communication demo``) runs it
+on the in-process ``memory`` backend; with ``--config FILE`` (a YAML file
+with an ``mqconfig`` section), ``--url amqp://...`` or ``OCCO_AMQP_URL`` the
+same tour runs on RabbitMQ (see :mod:`~occo.util.communication.cli`).
 """
 
 import threading
@@ -26,14 +27,17 @@ def _processor(message, out):
     return message
 
 
-def run_demo(mqconfig=None, out=print):
-    """Run the tour; return 0 if everything behaved as documented.
+def run_demo(mqconfig=None, out=print, queue=None):
+    """Run the tour; return 0 if everything behaved as documented, else 1.
 
-    :param mqconfig: the connection configuration; ``None`` uses a private
-        queue on the ``memory`` backend.
+    :param mqconfig: the connection configuration; ``None`` uses the
+        ``memory`` backend.
     :param out: where the lines go.
+    :param queue: the (transient) queue of the tour; by default a fresh
+        ``occo-demo-...`` name. The tour does not delete it: on RabbitMQ the
+        caller may.
     """
-    queue = 'occo-demo-' + uuid.uuid4().hex[:8]
+    queue = queue or 'occo-demo-' + uuid.uuid4().hex[:8]
     config = {'protocol': 'memory'}
     config.update(mqconfig or {})
     config.update(queue=queue, routing_key=queue, durable=False)

@@ -11,8 +11,8 @@ in memory:
   caller gets an :class:`~occo.util.exceptions.ApplicationError` and the
   message is acknowledged (it was answered); a one-way message is rejected
   without requeue (dead-lettered where configured), so it never loops;
-* the body cannot be decoded safely: the message is rejected without
-  requeue and logged; an RPC caller gets a
+* the body cannot be decoded safely, or exceeds ``max_message_size``: the
+  message is rejected without requeue and logged; an RPC caller gets a
   :class:`~occo.util.exceptions.CriticalError` (400).
 
 Log lines name the message id, content type and size, never the body: the
@@ -44,14 +44,18 @@ class Outcome:
 
 
 def handle(processor, pargs, pkwargs, body, content_type, wants_reply,
-           message_id=None):
+           message_id=None, max_size=None):
     """Decode ``body``, run ``processor`` on it and build the outcome.
 
     :param wants_reply: ``True`` for an RPC request.
     :param message_id: shown in log lines to identify the message.
+    :param max_size: bodies longer than this are rejected unprocessed.
     :rtype: Outcome
     """
     try:
+        if max_size is not None and len(body) > max_size:
+            raise codec.MessageDecodeError(
+                'exceeds max_message_size ({} bytes)'.format(max_size))
         message = codec.decode(body, content_type)
     except codec.MessageDecodeError as e:
         log.warning('Rejected message %s (content type %r, %d bytes): %s',

@@ -249,7 +249,8 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
         outcome = dispatch.handle(
             self.processor, self.pargs, self.pkwargs, message.body,
             message.content_type, message.reply_to is not None,
-            message.message_id or message.correlation_id)
+            message.message_id or message.correlation_id,
+            self.settings.max_message_size)
         if outcome.reply is not None:
             self._broker.publish(message.reply_to, _Message(
                 outcome.reply, codec.REPLY_CONTENT_TYPE,

@@ -232,7 +232,13 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                         break
                     self._state.wait(POLL_INTERVAL)
                 self._pending += 1
-        self._live_loop().submit(functools.partial(self._publish, record))
+        try:
+            self._live_loop().submit(functools.partial(self._publish, record))
+        except CommunicationError:
+            if self.settings.confirm:
+                with self._state:
+                    self._pending -= 1  # not sent: the caller has the error
+            raise
 
     def _live_loop(self):
         """Return a working loop, reconnecting and republishing if needed."""
@@ -551,16 +557,10 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         if channel is not loop.channel:
             return  # from a dead connection: the broker delivers it again
         message_id = properties.message_id or properties.correlation_id or tag
-        if len(body) > self.settings.max_message_size:
-            log.warning('Rejected message %s: %d bytes exceed max_message_size',
-                        message_id, len(body))
-            outcome = dispatch.Outcome(False, codec.failure_reply(
-                413, 'message too large') if properties.reply_to else None)
-        else:
-            outcome = dispatch.handle(
-                self.processor, self.pargs, self.pkwargs, body,
-                properties.content_type, properties.reply_to is not None,
-                message_id)
+        outcome = dispatch.handle(
+            self.processor, self.pargs, self.pkwargs, body,
+            properties.content_type, properties.reply_to is not None,
+            message_id, self.settings.max_message_size)
         try:
             if outcome.reply is not None:
                 loop.submit(functools.partial(

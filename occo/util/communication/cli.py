@@ -1,0 +1,558 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``occo-comm`` command line (also ``python -m occo.util.communication``).
+
+Commands
+--------
+
+``occo-comm demo``
+    A tour of the three roles, on the in-process ``memory`` backend unless a
+    broker is configured (``--url``, ``--config`` or ``OCCO_AMQP_URL``).
+``occo-comm push [MESSAGE ...]``
+    Send each ``MESSAGE`` (or each line of standard input, empty lines
+    skipped) to the queue, as a string; ``--as-json`` parses each one as JSON
+    first. Returns once the broker confirmed every message.
+``occo-comm rpc MESSAGE``
+    Send ``MESSAGE`` as an RPC request and print the result (strings as they
+    are, other values as JSON); ``--timeout S`` (default 10) bounds the wait.
+``occo-comm consume``
+    Print each message as it arrives, one a line (``--json``: one JSON object
+    a line, with the fields ``n``, ``queue``, ``message`` and, when
+    answering, ``result`` or ``error``). RPC callers get ``null`` unless
+    ``--echo`` sends the message back, or ``--processor module:function``
+    calls ``function(message)`` and sends its result (or its exception).
+    ``--count N`` stops after N messages; Ctrl-C and SIGTERM stop it cleanly.
+    It writes ``consuming QUEUE ...`` on standard error once the queue is
+    declared: from then on nothing sent to the queue is lost.
+``occo-comm check``
+    Connect, declare, publish and consume step by step and report each step
+    (``dns``, ``tcp``, ``tls``, ``auth``, ``vhost``, ``declare``,
+    ``publish``, ``consume``) as ``ok``, ``FAIL`` with the reason, or
+    ``skip``; see :mod:`~occo.util.communication.diagnose`.
+``occo-comm bench``
+    Throughput (``-n`` messages pushed, then consumed) and RPC latency
+    (p50/p99 of ``--calls`` sequential calls against an echo consumer in the
+    same process).
+
+Broker selection
+----------------
+
+``--url URL`` (``amqp://user:password@host:port/vhost?heartbeat=30``, or
+``amqps://`` for TLS) wins; then ``--config FILE`` (its ``--section``,
+``mqconfig`` by default; with ``--url`` too, the URL replaces only the
+connection keys of the section); then the ``OCCO_AMQP_URL`` environment
+variable; then, for ``demo`` the ``memory`` backend, for the others
+``amqp://guest:guest@127.0.0.1:5672/``. ``--queue NAME`` names the queue
+(default: the section's ``queue``, else ``occo-comm``). Passwords are never
+printed.
+
+Output and exit status
+----------------------
+
+``--json`` prints results as JSON for scripts; ``-v`` logs at DEBUG level and
+shows tracebacks. Errors are one line on standard error, ``error: ...``.
+
+=== ==========================================================================
+0   success
+1   unexpected: an internal error, or the demo saw results it did not expect
+2   usage or configuration error (bad option, config file, URL, processor)
+3   communication error: broker unreachable, refused, timeout; a failed check
+4   remote application error: the RPC processor raised
+130 interrupted (Ctrl-C), except ``consume``, for which Ctrl-C is the way out
+=== ==========================================================================
+"""
+
+import argparse
+import base64
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from ..config import DefaultYAMLConfig
+from ..exceptions import ApplicationError, CommunicationError
+from ..exceptions import ConfigurationError
+from . import __version__, diagnose
+from .comm import AsynchronProducer, EventDrivenConsumer, Response
+from .comm import RPCProducer
+from .demo import run_demo
+
+__all__ = ['main', 'build_parser', 'broker_config', 'UsageError',
+           'DEFAULT_URL', 'DEFAULT_QUEUE', 'ENV_URL']
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE = 0, 1, 2
+EXIT_COMMUNICATION, EXIT_REMOTE, EXIT_INTERRUPTED = 3, 4, 130
+
+#: The broker of every command but ``demo`` when nothing else is configured.
+DEFAULT_URL = 'amqp://guest:guest@127.0.0.1:5672/'
+#: The queue when neither ``--queue`` nor the configuration names one.
+DEFAULT_QUEUE = 'occo-comm'
+#: The environment variable holding the broker URL.
+ENV_URL = 'OCCO_AMQP_URL'
+
+
+class UsageError(Exception):
+    """The command line cannot be carried out as given (exit status 2)."""
+
+
+def main(argv=None):
+    """Run the command line; return the exit status.
+
+    :param argv: the arguments without the program name; ``None`` means
+        ``sys.argv[1:]``.
+    """
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.run(args)
+    except (UsageError, ConfigurationError) as e:
+        return _fail(args, e, EXIT_USAGE)
+    except ApplicationError as e:
+        if args.verbose and e.remote_traceback:
+            sys.stderr.write(e.remote_traceback)
+        return _fail(args, 'remote {}'.format(e), EXIT_REMOTE)
+    except CommunicationError as e:
+        return _fail(args, e, EXIT_COMMUNICATION)
+    except KeyboardInterrupt:
+        return _fail(args, 'interrupted', EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (``| head``): nothing left to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as e:
+        return _fail(args, 'unexpected {}: {}'.format(type(e).__name__, e),
+                     EXIT_UNEXPECTED)
+
+
+def _fail(args, error, code):
+    """Report ``error`` in one line (after its traceback with ``-v``)."""
+    if args.verbose:
+        logging.getLogger(__name__).debug('failed', exc_info=True)
+    print('error: {}'.format(error), file=sys.stderr)
+    return code
+
+
+class _OneLine(logging.Formatter):
+    """``warning: message``, without tracebacks (those need ``-v``)."""
+
+    def format(self, record):
+        return '{}: {}'.format(record.levelname.lower(), record.getMessage())
+
+
+def _configure_logging(verbose):
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose:
+        handler.setFormatter(logging.Formatter(
+            '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    else:
+        handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        handlers=[handler], force=True)
+    for name in ('pika', 'occo.util.communication.dispatch'):
+        # pika repeats our errors; processor failures are reported by consume.
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if verbose else logging.CRITICAL)
+
+
+# -- the parser ---------------------------------------------------------------
+def build_parser():
+    """The :class:`argparse.ArgumentParser` of ``occo-comm``."""
+    parser = argparse.ArgumentParser(
+        prog='occo-comm', description='OCCO component communication: send, '
+        'receive and diagnose messages over RabbitMQ.',
+        epilog='exit status: 0 ok, 2 usage or configuration error, '
+        '3 communication error, 4 remote application error.')
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + __version__)
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='debug logging and tracebacks')
+    broker, queue, output = _common_parsers()
+    commands = parser.add_subparsers(dest='command', required=True,
+                                     metavar='COMMAND')
+
+    def command(name, run, help, parents):
+        sub = commands.add_parser(name, help=help, description=help,
+                                  parents=parents)
+        sub.set_defaults(run=run)
+        return sub
+
+    command('demo', _cmd_demo, 'run a tour of the three roles (memory backend '
+            'unless a broker is configured)', [broker])
+
+    push = command('push', _cmd_push, 'send messages (arguments, or lines of '
+                   'standard input)', [broker, queue, output])
+    push.add_argument('message', nargs='*', metavar='MESSAGE')
+    push.add_argument('--as-json', action='store_true',
+                      help='parse each message as JSON before sending it')
+
+    rpc = command('rpc', _cmd_rpc, 'send an RPC request and print the result',
+                  [broker, queue, output])
+    rpc.add_argument('message', metavar='MESSAGE')
+    rpc.add_argument('--as-json', action='store_true',
+                     help='parse MESSAGE as JSON before sending it')
+    rpc.add_argument('--timeout', type=_positive(float), default=10.0,
+                     metavar='S', help='seconds to wait for the reply '
+                     '(default: 10)')
+
+    consume = command('consume', _cmd_consume, 'print messages as they '
+                      'arrive, and answer RPC requests', [broker, queue, output])
+    consume.add_argument('--count', type=_positive(int), metavar='N',
+                         help='stop after N messages')
+    answer = consume.add_mutually_exclusive_group()
+    answer.add_argument('--echo', action='store_true',
+                        help='answer RPC requests with the message')
+    answer.add_argument('--processor', metavar='MODULE:FUNCTION',
+                        help='answer RPC requests with FUNCTION(message)')
+
+    check = command('check', _cmd_check, 'diagnose the connection to the '
+                    'broker step by step', [broker, queue, output])
+    check.add_argument('--timeout', type=_positive(float), default=5.0,
+                       metavar='S', help='seconds per step (default: 5)')
+
+    bench = command('bench', _cmd_bench, 'measure throughput and RPC latency',
+                    [broker, queue, output])
+    bench.add_argument('-n', '--messages', type=_positive(int), default=5000,
+                       metavar='N', help='messages to push and consume '
+                       '(default: 5000)')
+    bench.add_argument('--calls', type=_positive(int), default=500,
+                       metavar='M', help='sequential RPC calls (default: 500)')
+    bench.add_argument('--size', type=_positive(int), default=64,
+                       metavar='BYTES', help='message size (default: 64)')
+    return parser
+
+
+def _common_parsers():
+    broker = argparse.ArgumentParser(add_help=False)
+    group = broker.add_argument_group('broker')
+    group.add_argument('--url', metavar='URL', help='amqp://user:password@'
+                       'host:port/vhost (amqps:// for TLS); default: $'
+                       + ENV_URL)
+    group.add_argument('--config', metavar='FILE',
+                       help='YAML configuration file')
+    group.add_argument('--section', default='mqconfig', metavar='NAME',
+                       help='section of --config (default: mqconfig)')
+    broker.add_argument('-v', '--verbose', action='store_true',
+                        default=argparse.SUPPRESS,
+                        help='debug logging and tracebacks')
+    queue = argparse.ArgumentParser(add_help=False)
+    queue.add_argument('--queue', metavar='NAME', help='queue (default: the '
+                       'configured one, else {})'.format(DEFAULT_QUEUE))
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument('--json', action='store_true',
+                        help='print results as JSON')
+    return broker, queue, output
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(
+                'must be a positive number, got {!r}'.format(text))
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+# -- configuration --------------------------------------------------------------
+def broker_config(args, memory_default=False):
+    """The library configuration the options and environment select.
+
+    :param args: the parsed options (``url``, ``config``, ``section`` and,
+        when present, ``queue``).
+    :param memory_default: return ``None`` (the caller's memory backend)
+        rather than :data:`DEFAULT_URL` when nothing is configured.
+    :returns: a new mapping, or ``None``.
+    :raises UsageError: when the configuration file cannot be read.
+    :raises ConfigurationError: when it has no such section.
+    """
+    config = _read_section(args.config, args.section) if args.config else None
+    url = args.url or (None if config else os.environ.get(ENV_URL) or None)
+    if url:
+        config = dict(config or {}, protocol='amqp', url=url)
+    elif config is None:
+        if memory_default:
+            return None
+        config = {'protocol': 'amqp', 'url': DEFAULT_URL}
+    name = getattr(args, 'queue', None)
+    if name:
+        config.update(queue=name, routing_key=name)
+    elif not (config.get('queue') or config.get('routing_key')):
+        config.update(queue=DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE)
+    return config
+
+
+def _read_section(path, section):
+    try:
+        with open(path, encoding='utf-8') as stream:
+            values = DefaultYAMLConfig(stream).as_dict()
+    except OSError as e:
+        raise UsageError('cannot read {}: {}'.format(
+            path, e.strerror or e)) from e
+    if not isinstance(values.get(section), dict):
+        raise ConfigurationError('{} has no section {!r} (a mapping of '
+                                 'configuration keys)'.format(path, section))
+    return dict(values[section])
+
+
+def _queue_name(config):
+    return config.get('queue') or config.get('routing_key')
+
+
+# -- output -----------------------------------------------------------------
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {'base64': base64.b64encode(bytes(value)).decode('ascii')}
+    if isinstance(value, Response):
+        return {'http_code': value.http_code, 'data': value.data}
+    return repr(value)
+
+
+def _to_json(value):
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _as_text(value):
+    """A string as it is, bytes as ``b'...'``, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value))
+    return _to_json(value)
+
+
+def _parse(text, as_json, where):
+    if not as_json:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise UsageError('{} is not JSON: {}'.format(where, e)) from e
+
+
+# -- commands ---------------------------------------------------------------
+def _cmd_demo(args):
+    config = broker_config(args, memory_default=True)
+    if config is None or config.get('protocol') != 'amqp':
+        return run_demo(config)
+    queue = 'occo-demo-' + os.urandom(4).hex()
+    try:
+        return run_demo(config, queue=queue)
+    finally:
+        diagnose.delete_queues(config, [queue])
+
+
+def _cmd_push(args):
+    if args.message:
+        messages = [_parse(text, args.as_json, 'MESSAGE {}'.format(n))
+                    for n, text in enumerate(args.message, 1)]
+    else:
+        messages = _stdin_messages(args.as_json)
+    config = broker_config(args)
+    pushed = 0
+    with AsynchronProducer(**config) as producer:
+        for message in messages:
+            producer.push_message(message)
+            pushed += 1
+        producer.flush()
+    queue = _queue_name(config)
+    if args.json:
+        print(_to_json({'pushed': pushed, 'queue': queue}))
+    else:
+        print('pushed {} message(s) to {!r}'.format(pushed, queue),
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _stdin_messages(as_json):
+    for number, line in enumerate(sys.stdin, 1):
+        line = line.rstrip('\r\n')
+        if line:
+            yield _parse(line, as_json, 'line {} of standard input'.format(
+                number))
+
+
+def _cmd_rpc(args):
+    message = _parse(args.message, args.as_json, 'MESSAGE')
+    with RPCProducer(**broker_config(args)) as rpc:
+        result = rpc.push_message(message, timeout=args.timeout)
+    print(_to_json(result) if args.json else _as_text(result))
+    return EXIT_OK
+
+
+def _cmd_consume(args):
+    function = _message_function(args)
+    config = broker_config(args)
+    cancel = threading.Event()
+    printer = _Printer(function, _queue_name(config), args.json, args.count,
+                       cancel)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
+    try:
+        with EventDrivenConsumer(printer, cancel_event=cancel,
+                                 **config) as consumer:
+            print('consuming {!r} on {} (Ctrl-C to stop)'.format(
+                printer.queue, config['protocol']), file=sys.stderr, flush=True)
+            consumer.start_consuming()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not printer.output_closed:
+        print('consumed {} message(s)'.format(printer.received),
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _message_function(args):
+    """What answers RPC requests: ``--processor``, ``--echo``, or nothing."""
+    if args.processor:
+        return load_processor(args.processor)
+    if args.echo:
+        return lambda message: message
+    return None
+
+
+def load_processor(spec):
+    """Import the function that ``module:function`` names.
+
+    The current directory is searched first, as ``python -m`` does.
+
+    :param spec: ``package.module:function`` (``function`` may be dotted:
+        ``module:Class.method``).
+    :returns: the callable.
+    :raises UsageError: when it cannot be imported or is not callable.
+    """
+    module_name, colon, attribute = spec.partition(':')
+    if not colon or not module_name or not attribute:
+        raise UsageError('--processor {!r} must look like module:function'
+                         .format(spec))
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target = importlib.import_module(module_name)
+    except Exception as e:  # the user's module may raise anything
+        raise UsageError('--processor {!r}: cannot import {!r}: {}: {}'.format(
+            spec, module_name, type(e).__name__, e)) from e
+    for name in attribute.split('.'):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise UsageError('--processor {!r}: {!r} has no attribute {!r}'
+                             .format(spec, module_name, attribute)) from None
+    if not callable(target):
+        raise UsageError('--processor {!r} is not callable'.format(spec))
+    return target
+
+
+class _OutputClosed(KeyboardInterrupt):
+    """Standard output is gone: stop consuming, leave the message unacked."""
+
+
+class _Printer:
+    """The consumer's processor: answer with ``function``, print, count."""
+
+    def __init__(self, function, queue, as_json, count, cancel):
+        self.function = function
+        self.queue = queue
+        self.as_json = as_json
+        self.count = count
+        self.cancel = cancel
+        self.received = 0
+        self.output_closed = False
+
+    def __call__(self, message):
+        self.received += 1
+        record = {'n': self.received, 'queue': self.queue, 'message': message}
+        try:
+            if self.function is None:
+                return None
+            record['result'] = self.function(message)
+            return record['result']
+        except Exception as e:
+            record['error'] = {'type': type(e).__name__, 'message': str(e)}
+            raise
+        finally:
+            self._print(record)
+            if self.count and self.received >= self.count:
+                self.cancel.set()
+
+    def _print(self, record):
+        try:
+            if self.as_json:
+                print(_to_json(record), flush=True)
+            else:
+                print(_as_text(record['message']), flush=True)
+        except BrokenPipeError:
+            self.output_closed = True
+            self.cancel.set()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise _OutputClosed() from None
+        if 'error' in record and not self.as_json:
+            print('warning: processor failed on message {}: {}: {}'.format(
+                record['n'], record['error']['type'],
+                record['error']['message']), file=sys.stderr, flush=True)
+
+
+def _cmd_check(args):
+    config = broker_config(args)
+
+    def report(step):
+        if not args.json:
+            print('{:<4} {:<8} {}'.format(*step), flush=True)
+
+    steps = diagnose.run_check(config, timeout=args.timeout, report=report)
+    ok = all(step.status != diagnose.FAIL for step in steps)
+    if args.json:
+        print(_to_json({'ok': ok, 'steps': [step._asdict() for step in steps]}))
+    return EXIT_OK if ok else EXIT_COMMUNICATION
+
+
+def _cmd_bench(args):
+    config = broker_config(args)
+    progress = _Progress(sys.stderr)
+    try:
+        result = diagnose.run_bench(config, messages=args.messages,
+                                    calls=args.calls, size=args.size,
+                                    progress=progress)
+    finally:
+        progress.clear()
+    if args.json:
+        print(_to_json(result))
+        return EXIT_OK
+    print('push     {messages} messages of {size} bytes in {push_seconds:.2f} s:'
+          ' {push_rate:.0f} msg/s (confirmed)'.format(**result))
+    print('consume  {messages} messages in {consume_seconds:.2f} s: '
+          '{consume_rate:.0f} msg/s'.format(**result))
+    print('rpc      {calls} sequential calls: p50 {rpc_p50_ms:.2f} ms, '
+          'p99 {rpc_p99_ms:.2f} ms, {rpc_rate:.0f} calls/s'.format(**result))
+    return EXIT_OK
+
+
+class _Progress:
+    """A ``\\r``-updated counter on a terminal; silent otherwise."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, phase, done, total):
+        now = time.monotonic()
+        if not self.enabled or (done < total and now - self.last < 0.1):
+            return
+        self.last = now
+        self.stream.write('\r{:<8} {}/{} '.format(phase, done, total))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self):
+        if self.shown:
+            self.stream.write('\r' + ' ' * 40 + '\r')
+            self.stream.flush()

@@ -1,0 +1,453 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Diagnostics behind ``occo-comm check`` and ``occo-comm bench``.
+
+:func:`run_check` walks the path from a configuration to a working broker
+one step at a time and says which step fails and why:
+
+=========== =================================================================
+step        what it does
+=========== =================================================================
+``dns``     :func:`socket.getaddrinfo` of each configured host
+``tcp``     :func:`socket.create_connection` to its port
+``tls``     a TLS handshake with the configured ``ssl_options`` (only with
+            ``ssl``, e.g. an ``amqps://`` URL)
+``auth``    an AMQP login through the library (an
+            :class:`~.comm.RPCProducer` that declares nothing)
+``vhost``   the virtual host opens for that user
+``declare`` the library declares the configured queue with the configured
+            arguments (configure permission, or a queue that exists with
+            other arguments)
+``publish`` a probe message to a temporary exclusive, auto-delete queue,
+            confirmed by the broker (write permission)
+``consume`` the probe comes back from that queue (read permission)
+=========== =================================================================
+
+Once a step fails, the steps that depend on it are reported as ``skip``.
+
+The library declares only durable or transient queues, never exclusive or
+auto-delete ones, so the ``publish`` and ``consume`` probe (and the queue
+clean-up of :func:`delete_queues`) use pika directly: this module is the only
+place in the command line that does.
+
+:func:`run_bench` measures throughput and RPC latency through the library.
+"""
+
+import collections
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+import uuid
+
+import pika
+import pika.exceptions as pe
+
+from ..exceptions import CommunicationError, ConfigurationError
+from ..exceptions import TransientError
+from .amqp_loop import translate_error
+from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .settings import Settings
+
+__all__ = ['Step', 'OK', 'FAIL', 'SKIP', 'run_check', 'delete_queues',
+           'run_bench']
+
+log = logging.getLogger(__name__)
+
+OK, FAIL, SKIP = 'ok', 'FAIL', 'skip'
+
+#: One line of the check report: ``status`` is :data:`OK`, :data:`FAIL` or
+#: :data:`SKIP`; ``name`` the step; ``detail`` what happened, never a password.
+Step = collections.namedtuple('Step', 'status name detail')
+
+#: How the library words a rejected login (:func:`.amqp_loop.translate_error`).
+_WRONG_PASSWORD = 'wrong user or password'
+
+
+def run_check(config, timeout=5.0, report=None):
+    """Check every step from name resolution to a message round trip.
+
+    :param config: the configuration of the ``amqp`` backend (``url`` or
+        ``host``, ``port``, ``vhost``, ``user``, ``password``, ``ssl``,
+        ``queue``...).
+    :param timeout: seconds each network step may take.
+    :param report: called with each :class:`Step` as soon as it is known.
+    :returns: the list of :class:`Step`.
+    :raises ConfigurationError: when the configuration is invalid, or does
+        not select the ``amqp`` protocol.
+    """
+    return _Check(config, timeout, report or (lambda step: None)).run()
+
+
+class _Check:
+
+    def __init__(self, config, timeout, report):
+        if config.get('protocol') != 'amqp':
+            raise ConfigurationError(
+                'check needs a RabbitMQ broker (protocol \'amqp\'), the '
+                'configuration selects protocol {!r}'.format(
+                    config.get('protocol')))
+        self.config = dict(config, connection_attempts=1,
+                           connect_timeout=timeout)
+        self.settings = Settings(self.config)
+        self.timeout = timeout
+        self.report = report
+        self.steps = []
+
+    def add(self, status, name, detail):
+        step = Step(status, name, detail)
+        self.steps.append(step)
+        self.report(step)
+        return status == OK
+
+    def skip(self, names, cause):
+        for name in names:
+            self.add(SKIP, name, 'not run: {}'.format(cause))
+
+    def run(self):
+        reachable = [(host, port) for host, port in self.settings.hosts
+                     if self.network(host, port)]
+        later = ['auth', 'vhost', 'declare', 'publish', 'consume']
+        if not reachable:
+            self.skip(later, 'no broker host is reachable')
+            return self.steps
+        for step in (self.login, self.declare, self.round_trip):
+            done = step(*reachable[0])
+            if done is not True:
+                self.skip(later[later.index(done) + 1:],
+                          '{} failed'.format(done))
+                break
+        return self.steps
+
+    # -- dns, tcp, tls ---------------------------------------------------
+    def network(self, host, port):
+        names = ['dns', 'tcp'] + (['tls'] if self.settings.ssl else [])
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            self.add(FAIL, 'dns', 'cannot resolve {!r}: {}'.format(
+                host, getattr(e, 'strerror', None) or e))
+            self.skip(names[1:], 'dns failed for {}'.format(host))
+            return False
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        self.add(OK, 'dns', '{} -> {}'.format(host, ', '.join(addresses)))
+        started = time.perf_counter()
+        try:
+            sock = socket.create_connection((host, port), self.timeout)
+        except OSError as e:
+            self.add(FAIL, 'tcp', _tcp_failure(host, port, e, self.timeout))
+            self.skip(names[2:], 'tcp failed for {}:{}'.format(host, port))
+            return False
+        with sock:
+            self.add(OK, 'tcp', 'connected to {}:{} in {:.1f} ms'.format(
+                host, port, (time.perf_counter() - started) * 1000))
+            return not self.settings.ssl or self.tls(sock, host, port)
+
+    def tls(self, sock, host, port):
+        options = self.settings.ssl_options
+        server_name = options.get('server_hostname') or host
+        try:
+            context = tls_context(self.settings)
+            with context.wrap_socket(sock, server_hostname=server_name) as tls:
+                version = tls.version()
+        except ssl.SSLCertVerificationError as e:
+            return self.add(FAIL, 'tls', 'certificate of {} not trusted: {}: '
+                            'set ssl_options.ca_file to the CA that signed it'
+                            .format(server_name, e.verify_message))
+        except (ssl.SSLError, OSError) as e:
+            return self.add(FAIL, 'tls', 'TLS handshake with {}:{} failed: {}: '
+                            'does the port speak TLS (usually 5671)?'.format(
+                                host, port, getattr(e, 'reason', None) or e))
+        verified = ('certificate verified for {!r}'.format(server_name)
+                    if context.verify_mode == ssl.CERT_REQUIRED else
+                    'certificate NOT verified (ssl_options.verify is false)')
+        return self.add(OK, 'tls', '{}, {}'.format(version, verified))
+
+    # -- auth, vhost, declare (through the library) ----------------------
+    def login(self, host, port):
+        s = self.settings
+        try:
+            with RPCProducer(**dict(self.config, queue=None, routing_key=None)):
+                pass
+        except CommunicationError as e:
+            if e.http_code == 403 and _WRONG_PASSWORD not in str(e.reason):
+                self.add(OK, 'auth', 'user {!r} logged in'.format(s.user))
+                self.add(FAIL, 'vhost', e.reason)
+                return 'vhost'
+            self.add(FAIL, 'auth', e.reason)
+            return 'auth'
+        self.add(OK, 'auth', 'user {!r} logged in'.format(s.user))
+        self.add(OK, 'vhost', 'vhost {!r} opened'.format(s.vhost))
+        return True
+
+    def declare(self, host, port):
+        s = self.settings
+        if not s.queue:
+            self.add(SKIP, 'declare', 'no queue configured')
+            return True
+        try:
+            with AsynchronProducer(**self.config):
+                pass
+        except ConfigurationError as e:
+            self.add(FAIL, 'declare', str(e))
+            return 'declare'
+        except CommunicationError as e:
+            hint = (': the user needs configure permission on it'
+                    if e.http_code == 403 else '')
+            self.add(FAIL, 'declare', '{}{}'.format(e.reason, hint))
+            return 'declare'
+        self.add(OK, 'declare', 'queue {!r} ({}, {})'.format(
+            s.queue, 'durable' if s.durable else 'transient', s.queue_type))
+        return True
+
+    # -- publish, consume (pika: exclusive probe queue) ------------------
+    def round_trip(self, host, port):
+        s = self.settings
+        endpoint = "user {!r} at {}:{}, vhost {!r}".format(
+            s.user, host, port, s.vhost)
+        probe = '{}.check-{}'.format(s.queue or 'occo-comm', uuid.uuid4().hex)
+        try:
+            connection = pika.BlockingConnection(
+                _parameters(s, host, port, self.timeout))
+        except (pe.AMQPError, OSError) as e:
+            self.add(FAIL, 'publish', translate_error(e, endpoint).reason)
+            return 'publish'
+        with contextlib.closing(connection):
+            return self._probe(connection, probe, endpoint)
+
+    def _probe(self, connection, probe, endpoint):
+        body = uuid.uuid4().hex.encode('ascii')
+        started = time.perf_counter()
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.queue_declare(probe, exclusive=True, auto_delete=True)
+            channel.basic_publish('', probe, body, pika.BasicProperties(
+                content_type='application/octet-stream'), mandatory=True)
+        except (pe.AMQPError, OSError) as e:
+            self.add(FAIL, 'publish', 'probe to {!r}: {}'.format(
+                probe, _amqp_failure(e, endpoint)))
+            return 'publish'
+        self.add(OK, 'publish', 'probe confirmed by the broker, temporary '
+                 'queue {!r}'.format(probe))
+        try:
+            received = None
+            for method, _, data in channel.consume(
+                    probe, inactivity_timeout=self.timeout):
+                if method is not None:
+                    channel.basic_ack(method.delivery_tag)
+                    received = data
+                break
+            channel.cancel()
+        except (pe.AMQPError, OSError) as e:
+            self.add(FAIL, 'consume', _amqp_failure(e, endpoint))
+            return 'consume'
+        if received != body:
+            self.add(FAIL, 'consume', 'probe did not come back within {} s'
+                     .format(self.timeout))
+            return 'consume'
+        self.add(OK, 'consume', 'probe received back after {:.1f} ms'.format(
+            (time.perf_counter() - started) * 1000))
+        return True
+
+
+def _tcp_failure(host, port, error, timeout):
+    where = '{}:{}'.format(host, port)
+    if isinstance(error, ConnectionRefusedError):
+        return ('connection refused by {}: is the broker running, and is '
+                '{} its AMQP port?'.format(where, port))
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return ('no answer from {} within {} s: wrong address, or a '
+                'firewall drops the packets'.format(where, timeout))
+    return 'cannot connect to {}: {}'.format(where, error.strerror or error)
+
+
+def _amqp_failure(error, endpoint):
+    if isinstance(error, pe.ChannelClosedByBroker):
+        hint = (': check the user\'s permissions on the vhost'
+                if error.reply_code == 403 else '')
+        return '{} {}{}'.format(error.reply_code, error.reply_text, hint)
+    if isinstance(error, pe.UnroutableError):
+        return 'the broker could not route it'
+    if isinstance(error, pe.NackError):
+        return 'the broker refused it (nack)'
+    return translate_error(error, endpoint).reason
+
+
+def tls_context(settings):
+    """The :class:`ssl.SSLContext` that ``ssl_options`` describe.
+
+    Certificates are verified unless ``verify`` is false, as the ``amqp``
+    backend does.
+
+    :param settings: a :class:`~.settings.Settings`.
+    """
+    options = settings.ssl_options
+    context = ssl.create_default_context(cafile=options.get('ca_file'))
+    if not options.get('verify', True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.get('cert_file'):
+        context.load_cert_chain(options['cert_file'], options.get('key_file'))
+    return context
+
+
+def _parameters(settings, host, port, timeout):
+    ssl_options = None
+    if settings.ssl:
+        ssl_options = pika.SSLOptions(
+            tls_context(settings),
+            settings.ssl_options.get('server_hostname') or host)
+    return pika.ConnectionParameters(
+        host=host, port=port, virtual_host=settings.vhost,
+        credentials=pika.PlainCredentials(settings.user, settings.password),
+        ssl_options=ssl_options, connection_attempts=1, socket_timeout=timeout,
+        stack_timeout=timeout, blocked_connection_timeout=timeout,
+        client_properties={'connection_name': 'occo-comm'})
+
+
+def delete_queues(config, names, timeout=5.0):
+    """Delete the queues ``names`` from the broker ``config`` points to.
+
+    Best effort: a failure is logged, not raised. Does nothing for another
+    protocol than ``amqp``.
+
+    :param config: the configuration of the ``amqp`` backend.
+    :param names: queue names.
+    """
+    if config.get('protocol') != 'amqp' or not names:
+        return
+    settings = Settings(config)
+    host, port = settings.hosts[0]
+    try:
+        connection = pika.BlockingConnection(
+            _parameters(settings, host, port, timeout))
+        with contextlib.closing(connection):
+            channel = connection.channel()
+            for name in names:
+                channel.queue_delete(name)
+    except (pe.AMQPError, OSError) as e:
+        log.warning('Cannot delete the queue(s) %s: %s', ', '.join(names),
+                    translate_error(e, settings.endpoint).reason)
+
+
+def run_bench(config, messages=5000, calls=500, size=64, progress=None,
+              timeout=60.0):
+    """Measure throughput and RPC latency through the library.
+
+    Pushes ``messages`` messages of ``size`` bytes with an
+    :class:`~.comm.AsynchronProducer` (until all are confirmed), consumes them
+    with an :class:`~.comm.EventDrivenConsumer`, then makes ``calls``
+    sequential :class:`~.comm.RPCProducer` calls against an echo consumer in
+    this process. Uses two fresh queues named after the configured queue,
+    deleted afterwards.
+
+    :param progress: called as ``progress(phase, done, total)`` now and then.
+    :param timeout: seconds a phase may take before it fails.
+    :returns: a mapping of results: ``push_rate``, ``consume_rate`` (messages
+        per second), ``rpc_p50_ms``, ``rpc_p99_ms``, ``rpc_rate``, and the
+        parameters.
+    :raises CommunicationError: when a phase fails or runs out of time.
+    """
+    progress = progress or (lambda phase, done, total: None)
+    base = config.get('queue') or config.get('routing_key') or 'occo-comm'
+    tag = uuid.uuid4().hex[:12]
+    flow, echo = base + '.bench-' + tag, base + '.bench-rpc-' + tag
+    payload = 'x' * size
+    try:
+        flow_config = dict(config, queue=flow, routing_key=flow)
+        push_s = _push(flow_config, messages, payload, progress, timeout)
+        consume_s = _consume(flow_config, messages, progress, timeout)
+        latencies = _rpc(dict(config, queue=echo, routing_key=echo), calls,
+                         payload, progress, timeout)
+    finally:
+        delete_queues(config, [flow, echo])
+    ordered = sorted(latencies)
+    return {
+        'protocol': config.get('protocol'), 'messages': messages,
+        'size': size, 'push_seconds': push_s,
+        'push_rate': messages / push_s, 'consume_seconds': consume_s,
+        'consume_rate': messages / consume_s, 'calls': calls,
+        'rpc_p50_ms': _percentile(ordered, 50) * 1000,
+        'rpc_p99_ms': _percentile(ordered, 99) * 1000,
+        'rpc_rate': calls / sum(latencies),
+    }
+
+
+def _percentile(ordered, percent):
+    """Nearest-rank percentile of a sorted, non-empty list."""
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[int(rank) - 1]
+
+
+def _push(config, messages, payload, progress, timeout):
+    step = max(1, messages // 100)
+    with AsynchronProducer(**config) as producer:
+        started = time.perf_counter()
+        for done in range(1, messages + 1):
+            producer.push_message(payload)
+            if done % step == 0:
+                progress('push', done, messages)
+        producer.flush(timeout)
+        return time.perf_counter() - started
+
+
+def _consume(config, messages, progress, timeout):
+    cancel, received = threading.Event(), [0]
+
+    def count(message):
+        received[0] += 1
+        if received[0] >= messages:
+            cancel.set()
+
+    with _consuming(count, cancel, config) as started:
+        deadline = started + timeout
+        while not cancel.wait(0.1):
+            progress('consume', received[0], messages)
+            if time.perf_counter() > deadline:
+                raise TransientError(504, 'only {} of {} messages came back '
+                                     'within {} s'.format(received[0],
+                                                          messages, timeout))
+        elapsed = time.perf_counter() - started
+    progress('consume', messages, messages)
+    return elapsed
+
+
+def _rpc(config, calls, payload, progress, timeout):
+    latencies = []
+    with _consuming(lambda message: message, threading.Event(), config):
+        with RPCProducer(**config) as rpc:
+            rpc.push_message(payload, timeout=timeout)   # warm-up
+            for done in range(1, calls + 1):
+                started = time.perf_counter()
+                rpc.push_message(payload, timeout=timeout)
+                latencies.append(time.perf_counter() - started)
+                progress('rpc', done, calls)
+    return latencies
+
+
+@contextlib.contextmanager
+def _consuming(processor, cancel, config):
+    """Run a consumer in a thread; yield its start time; stop it on exit."""
+    errors = []
+
+    def run():
+        try:
+            consumer.start_consuming()
+        except BaseException as e:  # re-raised in the calling thread
+            errors.append(e)
+            cancel.set()
+
+    with EventDrivenConsumer(processor, cancel_event=cancel,
+                             **config) as consumer:
+        thread = threading.Thread(target=run, name='occo-comm-bench')
+        started = time.perf_counter()
+        thread.start()
+        try:
+            yield started
+        finally:
+            cancel.set()
+            thread.join(10)
+    if errors:
+        raise errors[0]

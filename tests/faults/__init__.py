@@ -1,0 +1,1 @@
+"""Fault-injection suite: real load and real faults on a node of its own."""

@@ -1,0 +1,1 @@
+"""Test support: throw-away RabbitMQ nodes and clusters on loopback."""
