@@ -66,10 +66,12 @@ class _BatchingConnection(pika.SelectConnection):
             self.begin_batch()
 
     def begin_batch(self):
+        """Collect frames from now on instead of writing them."""
         self._batch = []
         self._batch_size = 0
 
     def end_batch(self):
+        """Write the collected frames with one call, and stop collecting."""
         frames, self._batch = self._batch, None
         if frames:
             super()._output_marshaled_frames((b''.join(frames),))
@@ -125,7 +127,7 @@ class AmqpLoop:
         self._wake_pending = False
         self._ready = threading.Event()
         self._stopping = False
-        #: The :class:`CommunicationError` that ended the loop, if any.
+        #: The :class:`~occo.util.exceptions.CommunicationError` that ended the loop, if any.
         self.error = None
         self.connection = None
         self.channel = None
@@ -267,7 +269,7 @@ class AmqpLoop:
 
 
 def translate_error(error, endpoint):
-    """Map a pika or socket error to a :class:`CommunicationError`.
+    """Map a pika or socket error to a :class:`~occo.util.exceptions.CommunicationError`.
 
     The message names the user, host, port and vhost (``endpoint``) and,
     where the broker said so, the resource; never the password.

@@ -43,10 +43,15 @@ __all__ = [
     'REPLY_CONTENT_TYPE', 'YAML_CONTENT_TYPES',
 ]
 
+#: Content type of JSON bodies (every message that is not str or bytes).
 JSON = 'application/json'
+#: Content type of ``str`` messages.
 TEXT = 'text/plain; charset=utf-8'
+#: Content type of ``bytes`` messages.
 BINARY = 'application/octet-stream'
+#: Content type of RPC replies.
 REPLY_CONTENT_TYPE = 'application/vnd.occo.reply+json'
+#: Content types read as YAML (with the safe loader), besides none at all.
 YAML_CONTENT_TYPES = frozenset([
     'application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml'])
 

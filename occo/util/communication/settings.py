@@ -5,51 +5,51 @@ Every backend reads its keyword arguments through :class:`Settings`, so a bad
 value raises :class:`~occo.util.exceptions.ConfigurationError` naming the
 key, at construction, on every backend alike.
 
-======================== ============= =========================================
-key                      default       meaning
-======================== ============= =========================================
-``protocol``             (required)    ``amqp`` or ``memory``
-``url``                  ``None``      ``amqp://user:password@host:port/vhost``
-                                       (``amqps://`` for TLS; ``%2F`` is
-                                       ``/``; query: ``heartbeat``,
-                                       ``connect_timeout``,
-                                       ``connection_attempts``,
-                                       ``retry_delay``), or a list of URLs;
-                                       overrides the separate keys below
-``host``                 ``localhost`` broker host, or a list of hosts
-                                       (``name`` or ``name:port``) tried in
-                                       turn
-``host_selection``       ``ordered``   ``ordered`` or ``shuffle``: the order
-                                       in which a list of hosts is tried
-``port``                 ``5672``      broker port (``5671`` with ``ssl``)
-``vhost``                ``/``         virtual host
-``user``                 ``guest``     user name
-``password``             ``guest``     password (never logged nor shown)
-``ssl``                  ``False``     connect with TLS
-``ssl_options``          ``{}``        ``ca_file``, ``cert_file``,
-                                       ``key_file``, ``server_hostname``,
-                                       ``verify`` (default ``true``)
-``exchange``             ``''``        exchange to publish to (``''``: the
-                                       default exchange, routing key = queue)
-``routing_key``          ``queue``     where messages go
-``queue``                ``routing_key`` queue to consume (and declare)
-``durable``              ``True``      durable queues, persistent messages
-``queue_type``           ``classic``   ``classic`` or ``quorum`` (replicated)
-``delivery_limit``       ``None``      quorum queues: deliveries before a
-                                       message is dead-lettered
-``heartbeat``            broker's      heartbeat interval in seconds
-``prefetch_count``       ``100``       unacknowledged messages per consumer
-``rpc_timeout``          ``None``      seconds to wait for a reply (for ever)
-``confirm``              ``True``      publisher confirms
-``confirm_timeout``      ``60``        seconds ``close()`` waits for confirms
-``max_in_flight``        ``1000``      unconfirmed messages before
-                                       ``push_message`` blocks
-``connect_timeout``      ``10``        seconds to open a connection
-``connection_attempts``  ``3``         tries per (re)connection
-``retry_delay``          ``0.25``      seconds before the 2nd try, doubling
-``dead_letter_exchange`` ``None``      where rejected messages go
-``max_message_size``     ``4 MiB``     larger messages are refused
-======================== ============= =========================================
+======================== =============== =========================================
+key                      default         meaning
+======================== =============== =========================================
+``protocol``             (required)      ``amqp`` or ``memory``
+``url``                  ``None``        ``amqp://user:password@host:port/vhost``
+                                         (``amqps://`` for TLS; ``%2F`` is
+                                         ``/``; query: ``heartbeat``,
+                                         ``connect_timeout``,
+                                         ``connection_attempts``,
+                                         ``retry_delay``), or a list of URLs;
+                                         overrides the separate keys below
+``host``                 ``localhost``   broker host, or a list of hosts
+                                         (``name`` or ``name:port``) tried in
+                                         turn
+``host_selection``       ``ordered``     ``ordered`` or ``shuffle``: the order
+                                         in which a list of hosts is tried
+``port``                 ``5672``        broker port (``5671`` with ``ssl``)
+``vhost``                ``/``           virtual host
+``user``                 ``guest``       user name
+``password``             ``guest``       password (never logged nor shown)
+``ssl``                  ``False``       connect with TLS
+``ssl_options``          ``{}``          ``ca_file``, ``cert_file``,
+                                         ``key_file``, ``server_hostname``,
+                                         ``verify`` (default ``true``)
+``exchange``             ``''``          exchange to publish to (``''``: the
+                                         default exchange, routing key = queue)
+``routing_key``          ``queue``       where messages go
+``queue``                ``routing_key``  queue to consume (and declare)
+``durable``              ``True``        durable queues, persistent messages
+``queue_type``           ``classic``     ``classic`` or ``quorum`` (replicated)
+``delivery_limit``       ``None``        quorum queues: deliveries before a
+                                         message is dead-lettered
+``heartbeat``            broker's        heartbeat interval in seconds
+``prefetch_count``       ``100``         unacknowledged messages per consumer
+``rpc_timeout``          ``None``        seconds to wait for a reply (for ever)
+``confirm``              ``True``        publisher confirms
+``confirm_timeout``      ``60``          seconds ``close()`` waits for confirms
+``max_in_flight``        ``1000``        unconfirmed messages before
+                                         ``push_message`` blocks
+``connect_timeout``      ``10``          seconds to open a connection
+``connection_attempts``  ``3``           tries per (re)connection
+``retry_delay``          ``0.25``        seconds before the 2nd try, doubling
+``dead_letter_exchange`` ``None``        where rejected messages go
+``max_message_size``     ``4 MiB``       larger messages are refused
+======================== =============== =========================================
 """
 
 import urllib.parse
