@@ -5,10 +5,17 @@ Broker tests carry the ``broker`` marker and talk to the RabbitMQ given by
 ``OCCO_TEST_AMQP_HOST``/``OCCO_TEST_AMQP_PORT`` (default 127.0.0.1:5672,
 guest/guest). Where it cannot be reached they are skipped, except in CI
 (``CI`` set), where they fail: CI never skips the broker.
+
+Fault and cluster tests record figures with the ``figures`` fixture; the
+run prints them as one table at its end (the tables of
+``docs/reliability.rst`` and ``docs/cluster.rst``) and writes them as JSON
+to ``$OCCO_FAULT_FIGURES`` when that is set.
 """
 
 import contextlib
+import json
 import os
+import re
 import socket
 import threading
 import uuid
@@ -150,3 +157,60 @@ class Collector:
                 pytest.fail('got {} of {} messages'.format(
                     len(self.messages), count))
         return [m for m, _, _ in self.messages]
+
+
+_FIGURES = []
+_COLUMNS = ['scenario', 'messages', 'rate/s', 'faults', 'bad inputs', 'lost',
+            'duplicates', 'reconnect p50 s', 'reconnect max s', 'longest pause s']
+
+
+@pytest.fixture
+def figures(request):
+    """Record this test's figures: ``figures(messages=..., faults=...)``."""
+    def record(**values):
+        row = {'scenario': request.node.name.replace('test_', '', 1)}
+        row.update(values)
+        _FIGURES.append(row)
+    return record
+
+
+def reconnect_figures(records):
+    """``{'reconnect p50 s': ..., 'reconnect max s': ...}`` from log records.
+
+    The library logs ``Reconnected to ... N s after the connection was
+    lost`` at INFO for each reconnect.
+    """
+    seconds = sorted(float(m.group(1)) for m in (
+        re.search(r' ([0-9.]+) s after the connection was lost', r.getMessage())
+        for r in records) if m)
+    if not seconds:
+        return {}
+    return {'reconnect p50 s': seconds[len(seconds) // 2],
+            'reconnect max s': seconds[-1]}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FIGURES:
+        return
+    rows = [[_cell(row.get(column)) for column in _COLUMNS] for row in _FIGURES]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+    write = terminalreporter.write_line
+    terminalreporter.section('reliability figures')
+    write('  '.join(c.ljust(w) for c, w in zip(_COLUMNS, widths)))
+    write('  '.join('-' * w for w in widths))
+    for row in rows:
+        write('  '.join(c.ljust(w) for c, w in zip(row, widths)))
+    path = os.environ.get('OCCO_FAULT_FIGURES')
+    if path:
+        with open(path, 'w') as stream:
+            json.dump(_FIGURES, stream, indent=2)
+
+
+def _cell(value):
+    if value is None:
+        return '-'
+    if isinstance(value, float):
+        return '{:.2f}'.format(value)
+    if isinstance(value, int):
+        return '{:,}'.format(value)
+    return str(value)

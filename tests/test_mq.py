@@ -306,3 +306,16 @@ def test_sigterm_finishes_current_message_and_closes_cleanly():
         assert body == b'second'
         assert channel.basic_get(config['queue'], auto_ack=True)[0] is None
         channel.queue_delete(config['queue'])
+
+
+def test_queue_existing_with_other_arguments_raises_configuration_error():
+    config = amqp_config(durable=True)
+    with comm.AsynchronProducer(**config):
+        pass
+    try:
+        with pytest.raises(comm.ConfigurationError, match="x-queue-type|durable"):
+            with comm.EventDrivenConsumer(print, **dict(config, queue_type='quorum')):
+                pass
+    finally:
+        with raw_channel() as channel:
+            channel.queue_delete(config['queue'])

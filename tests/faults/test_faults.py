@@ -15,6 +15,7 @@ import pika
 import pytest
 
 import occo.util.communication as comm
+from conftest import reconnect_figures
 from faults.recorder import Recorder
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -68,7 +69,7 @@ def raw_channel(node):
 
 
 def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, caplog):
-    caplog.set_level(logging.WARNING, logger='occo')
+    caplog.set_level(logging.INFO, logger='occo')
     total, producers = 20000, 2
     config = config_for(node)
     recorder = Recorder()
@@ -115,7 +116,8 @@ def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, 
             faults='{} kills, {} restart'.format(faults.count('close_all_connections'),
                                                  faults.count('restart')),
             lost=lost, duplicates=duplicates,
-            **{'longest pause s': recorder.longest_pause()})
+            **{'longest pause s': recorder.longest_pause()},
+            **reconnect_figures(caplog.records))
     assert faults == ['close_all_connections'] * 5 + ['restart']
     assert lost == 0
     assert any('Reconnecting' in r.getMessage() for r in caplog.records)

@@ -27,6 +27,7 @@ import collections
 import logging
 import socket
 import threading
+import time
 
 import pika
 import pika.exceptions as pe
@@ -129,6 +130,8 @@ class AmqpLoop:
         self._stopping = False
         #: The :class:`~occo.util.exceptions.CommunicationError` that ended the loop, if any.
         self.error = None
+        #: ``time.monotonic()`` when the loop failed, if it did.
+        self.failed_at = None
         self.connection = None
         self.channel = None
         self._thread = threading.Thread(
@@ -262,6 +265,7 @@ class AmqpLoop:
     def _fail(self, error):
         if self.error is not None:
             return
+        self.failed_at = time.monotonic()
         self.error = error
         self._ready.set()
         if self._on_lost is not None:

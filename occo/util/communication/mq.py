@@ -133,7 +133,10 @@ class _MQRole:
             lost.stop(timeout=2)
             log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
                         lost.error)
-        return self._connect(cancel_event)
+        loop = self._connect(cancel_event)
+        log.info('Reconnected to %s %.2f s after the connection was lost',
+                 loop.endpoint, time.monotonic() - (lost.failed_at or time.monotonic()))
+        return loop
 
     def _open(self):
         self._connect()

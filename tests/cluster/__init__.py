@@ -1,0 +1,1 @@
+"""Cluster suite: quorum queues on a 3-node RabbitMQ cluster of its own."""

@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark suite runs end to end and writes its JSON.
+
+A smoke test only: it checks that ``python -m benchmarks --quick`` works
+and produces positive rates. It never checks speed; the numbers of a quick
+run on a shared CI machine mean nothing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BROKER_HOST, BROKER_PORT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = ['publish-transient', 'rpc-seq', 'memory']
+
+
+@pytest.mark.broker
+def test_benchmark_quick_run_writes_rows_with_positive_rates(tmp_path):
+    out = tmp_path / 'b.json'
+    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
+               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
+    proc = subprocess.run(
+        [sys.executable, '-m', 'benchmarks', '--quick',
+         '--cases', ','.join(CASES), '--json', str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())['rows']
+    for case in CASES:
+        case_rows = [r for r in rows if r['case'] == case]
+        assert case_rows, 'no row for {}'.format(case)
+        for row in case_rows:
+            assert row['error'] is None, row
+            assert row['rate'] > 0, row
