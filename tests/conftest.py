@@ -161,7 +161,8 @@ class Collector:
 
 _FIGURES = []
 _COLUMNS = ['scenario', 'messages', 'rate/s', 'faults', 'bad inputs', 'lost',
-            'duplicates', 'reconnect p50 s', 'reconnect max s', 'longest pause s']
+            'duplicates', 'reconnect p50 s', 'reconnect max s', 'longest pause s',
+            'rss growth MB']
 
 
 @pytest.fixture
