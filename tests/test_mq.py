@@ -229,9 +229,9 @@ def test_close_ends_io_thread_and_connection():
 
 def test_exit_closes_connection_when_body_raises():
     prod = comm.AsynchronProducer(**amqp_config())
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(RuntimeError, match='body failed'):
         with prod:
-            1 / 0
+            raise RuntimeError('body failed')
     assert prod._loop.connection.is_closed
 
 

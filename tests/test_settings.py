@@ -58,4 +58,4 @@ def test_quorum_queue_arguments():
 def test_repr_and_endpoint_never_show_the_password():
     s = Settings({'url': 'amqp://bob:hunter2@h/v'})
     assert 'hunter2' not in repr(s) + s.endpoint + str(vars(s).keys())
-    assert "user 'bob' at h:5672, vhost 'v'" == s.endpoint
+    assert s.endpoint == "user 'bob' at h:5672, vhost 'v'"

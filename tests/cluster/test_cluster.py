@@ -157,7 +157,7 @@ def test_rpc_calls_end_through_a_node_kill(cluster):
             assert rpc.push_message('after', timeout=30) == 'after'
     cluster.start(0)
     assert not late
-    assert set(o for o in outcomes if o is not True) <= {'TransientError', 'RPCTimeoutError'}
+    assert {o for o in outcomes if o is not True} <= {'TransientError', 'RPCTimeoutError'}
 
 
 def test_publishing_without_a_majority_fails_then_resumes(cluster):

@@ -199,8 +199,6 @@ def result_from_reply(body):
     if error is not None:
         raise ApplicationError(str(error.get('type')), str(error.get('message')),
                                error.get('traceback'))
-    if 'bytes' in envelope:
-        data = base64.b64decode(envelope['bytes'])
-    else:
-        data = envelope.get('data')
+    data = (base64.b64decode(envelope['bytes']) if 'bytes' in envelope
+            else envelope.get('data'))
     return Response(code, data).check()

@@ -59,6 +59,8 @@ class _MQRole:
 
     _loop = None
     _reported_loss = None
+    #: Hook run by the I/O thread after each batch (see AmqpLoop).
+    _after_drain = None
 
     def _configure(self, config):
         warn_unknown_keys(config)
@@ -95,13 +97,17 @@ class _MQRole:
             arguments.
         """
         s = self.settings
-        delay = s.retry_delay
+        delay, error = s.retry_delay, None
         for attempt in range(1, s.connection_attempts + 1):
+            if attempt > 1:
+                if _pause(delay, cancel_event):
+                    break
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
             for parameters in self._parameters():
                 endpoint = "user {!r} at {}:{}, vhost {!r}".format(
                     s.user, parameters.host, parameters.port, s.vhost)
                 loop = AmqpLoop(parameters, endpoint, self._setup,
-                                self._on_lost, getattr(self, '_after_drain', None))
+                                self._on_lost, self._after_drain)
                 try:
                     loop.start(s.connect_timeout)
                 except CriticalError as e:
@@ -116,14 +122,7 @@ class _MQRole:
                 else:
                     self._loop = loop
                     return loop
-            if attempt == s.connection_attempts:
-                raise error
-            if cancel_event is not None:
-                if cancel_event.wait(delay):
-                    raise error
-            else:
-                time.sleep(delay)
-            delay = min(delay * 2, _MAX_RETRY_DELAY)
+        raise error
 
     def _reconnect(self, cancel_event=None):
         """Replace a dead loop with a new one; log the cause once."""
@@ -171,6 +170,14 @@ def _ssl_options(settings, host):
     if options.get('cert_file'):
         context.load_cert_chain(options['cert_file'], options.get('key_file'))
     return pika.SSLOptions(context, options.get('server_hostname') or host)
+
+
+def _pause(seconds, cancel_event):
+    """Sleep ``seconds``; return ``True`` early if ``cancel_event`` is set."""
+    if cancel_event is None:
+        time.sleep(seconds)
+        return False
+    return cancel_event.wait(seconds)
 
 
 def _declare(channel, name, durable, arguments, done):
