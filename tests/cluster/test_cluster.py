@@ -7,7 +7,6 @@ Clients get all three nodes as a host list and move to another node when
 theirs dies.
 """
 
-import contextlib
 import logging
 import threading
 import time
@@ -17,13 +16,10 @@ import pytest
 
 import occo.util.communication as comm
 from conftest import reconnect_figures
-from faults.recorder import Recorder
+from faults.load import DEADLINE, Recorder, consumers, paced_load
 from support.rabbitnode import RabbitCluster
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-DEADLINE = 180
-
 
 @pytest.fixture(scope='module')
 def cluster():
@@ -51,50 +47,14 @@ def leader_of(cluster, queue):
     raise AssertionError('no leader found for ' + queue)
 
 
-@contextlib.contextmanager
-def consumers(processor, count, **config):
-    cancel = threading.Event()
-    errors = []
-
-    def run():
-        try:
-            with comm.EventDrivenConsumer(processor, cancel_event=cancel, **config) as c:
-                c.start_consuming()
-        except BaseException as e:
-            errors.append(e)
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        cancel.set()
-        for thread in threads:
-            thread.join(DEADLINE)
-    assert not [t for t in threads if t.is_alive()] and not errors, errors
-
-
 def test_quorum_queue_keeps_every_confirmed_message_through_node_kills(cluster, figures, caplog):
     caplog.set_level(logging.INFO, logger='occo')
     total = 20000
     config = cluster_config(cluster)
     recorder = Recorder()
-    errors, kills = [], []
-    producing = threading.Event()
-
-    def produce(start, stop):
-        try:
-            with comm.AsynchronProducer(**config) as prod:
-                for i in range(start, stop):
-                    prod.push_message({'id': i})
-                    if i % 50 == 0:
-                        producing.set()
-                        time.sleep(0.05)
-        except Exception as e:
-            errors.append(e)
+    kills = []
 
     def inject():
-        producing.wait(DEADLINE)
         time.sleep(1)
         cluster.kill(0)          # every client starts on node 0
         kills.append('node 0 (clients)')
@@ -108,13 +68,7 @@ def test_quorum_queue_keeps_every_confirmed_message_through_node_kills(cluster, 
 
     started = time.monotonic()
     with consumers(recorder, 2, **config):
-        threads = [threading.Thread(target=produce, args=(n * total // 2, (n + 1) * total // 2))
-                   for n in range(2)] + [threading.Thread(target=inject)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(DEADLINE * 2)
-        assert not errors, errors
+        paced_load(config, total, inject)
         assert recorder.wait_for_ids(set(range(total)), DEADLINE)
     elapsed = time.monotonic() - started
     lost = total - len(recorder.counts)

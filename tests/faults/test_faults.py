@@ -16,13 +16,9 @@ import pytest
 
 import occo.util.communication as comm
 from conftest import reconnect_figures
-from faults.recorder import Recorder
+from faults.load import DEADLINE, Recorder, consumers, paced_load
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-#: Generous bound that turns a hang into a failure.
-DEADLINE = 120
-
 
 def config_for(node, **overrides):
     queue = 'fault-' + uuid.uuid4().hex
@@ -30,33 +26,6 @@ def config_for(node, **overrides):
                   connection_attempts=40, retry_delay=0.1, confirm_timeout=DEADLINE)
     config.update(overrides)
     return config
-
-
-@contextlib.contextmanager
-def consumers(processor, count, **config):
-    """Run ``count`` competing consumers in threads for the ``with`` body."""
-    cancel = threading.Event()
-    errors = []
-    objects = [comm.EventDrivenConsumer(processor, cancel_event=cancel, **config)
-               for _ in range(count)]
-
-    def run(consumer):
-        try:
-            with consumer:
-                consumer.start_consuming()
-        except BaseException as e:
-            errors.append(e)
-    threads = [threading.Thread(target=run, args=(c,)) for c in objects]
-    for thread in threads:
-        thread.start()
-    try:
-        yield cancel
-    finally:
-        cancel.set()
-        for thread in threads:
-            thread.join(DEADLINE)
-    assert not [t for t in threads if t.is_alive()], 'a consumer did not stop'
-    assert not errors, errors
 
 
 @contextlib.contextmanager
@@ -70,25 +39,12 @@ def raw_channel(node):
 
 def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, caplog):
     caplog.set_level(logging.INFO, logger='occo')
-    total, producers = 20000, 2
+    total = 20000
     config = config_for(node)
     recorder = Recorder()
-    errors, faults = [], []
-    producing = threading.Event()
-
-    def produce(start, stop):
-        try:
-            with comm.AsynchronProducer(**config) as prod:
-                for i in range(start, stop):
-                    prod.push_message({'id': i})
-                    if i % 50 == 0:
-                        producing.set()
-                        time.sleep(0.05)  # spread the load over the faults
-        except Exception as e:
-            errors.append(e)
+    faults = []
 
     def inject():
-        producing.wait(DEADLINE)
         for _ in range(5):
             time.sleep(0.7)
             node.close_all_connections()
@@ -99,15 +55,7 @@ def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, 
 
     started = time.monotonic()
     with consumers(recorder, 2, **config):
-        threads = [threading.Thread(target=produce, args=(n * total // producers,
-                                                          (n + 1) * total // producers))
-                   for n in range(producers)]
-        injector = threading.Thread(target=inject)
-        for thread in threads + [injector]:
-            thread.start()
-        for thread in threads + [injector]:
-            thread.join(DEADLINE * 2)
-        assert not errors, errors
+        paced_load(config, total, inject)
         assert recorder.wait_for_ids(set(range(total)), DEADLINE)
     elapsed = time.monotonic() - started
     lost = total - len(recorder.counts)

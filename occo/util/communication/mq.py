@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 #: Longest wait between two looks at a consumer's cancel event, in seconds.
 POLL_INTERVAL = 0.25
-_MAX_RETRY_DELAY = 10.0
+_MAX_RETRY_DELAY = 5.0
 
 
 class _MQRole:
