@@ -79,13 +79,15 @@ if 'python' not in intersphinx_mapping:
 nitpick_ignore += [
     ('py:class', 'yaml.SafeLoader'),
     ('py:class', 'yaml.cyaml.CSafeLoader'),
+    ('py:class', 'yaml.nodes.ScalarNode'),
 ]
 
-
-# Module constants without a ``#:`` comment are not documented by autodoc,
-# so a reference to one has no target.
+# Private helper classes named in type annotations: they are not part of
+# the documented API, so they have no page to link to.
 nitpick_ignore += [
-    ('py:data', 'REPLY_CONTENT_TYPE'),
+    ('py:class', 'occo.util.communication.comm._Role'),
+    ('py:class', 'occo.util.communication.memory._Message'),
+    ('py:class', 'occo.util.communication.memory._Queue'),
 ]
 
 

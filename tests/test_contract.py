@@ -253,3 +253,31 @@ def test_unknown_key_is_logged_once_with_a_suggestion(config, caplog):
 def test_bad_config_value_raises_configuration_error_naming_key(config, key, value):
     with pytest.raises(comm.ConfigurationError, match=key):
         comm.RPCProducer(**config(**{key: value}))
+
+
+def test_push_message_without_any_routing_key_raises_configuration_error(config):
+    cfg = config()
+    del cfg['queue'], cfg['routing_key']
+    for role in (comm.AsynchronProducer, comm.RPCProducer):
+        with role(**cfg) as prod:
+            with pytest.raises(comm.ConfigurationError, match='routing_key'):
+                prod.push_message('nowhere', timeout=1)
+
+
+def test_consumer_cancelled_before_it_starts_stops_and_can_start_again(config):
+    cfg = config()
+    cancel = threading.Event()
+    cancel.set()
+    collector = Collector()
+    consumer = comm.EventDrivenConsumer(collector, cancel_event=cancel, **cfg)
+    with consumer:
+        consumer.start_consuming()  # returns at once
+        cancel.clear()
+        thread = threading.Thread(target=consumer)
+        thread.start()
+        with comm.AsynchronProducer(**cfg) as prod:
+            prod.push_message('second run')
+        assert collector.wait_for(1) == ['second run']
+        cancel.set()
+        thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive()

@@ -26,6 +26,10 @@ handle the two separately::
         ...  # the remote processor raised e.remote_type: e.remote_message
 """
 
+from __future__ import annotations
+
+from typing import Optional
+
 __all__ = [
     'OccoError', 'ConfigurationError', 'MissingConfigurationError',
     'CommunicationError', 'TransientError', 'CriticalError',
@@ -50,13 +54,13 @@ class MissingConfigurationError(ConfigurationError, KeyError):
     :param key: the name of the missing key.
     """
 
-    def __init__(self, key, message=None):
+    def __init__(self, key: str, message: Optional[str] = None) -> None:
         super().__init__(key, message)
         #: The name of the missing key.
         self.key = key
         self.message = message or 'missing configuration key {!r}'.format(key)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
@@ -66,16 +70,18 @@ class CommunicationError(OccoError):
     :param http_code: an HTTP-like status: 4xx for errors a retry cannot fix,
         5xx for errors a retry may fix.
     :param reason: a human readable description; never contains a password.
+        Usually a ``str``; the ``data`` of a remote
+        :class:`~occo.util.communication.comm.Response` may be any message.
     """
 
-    def __init__(self, http_code=500, reason=None):
+    def __init__(self, http_code: int = 500, reason: object = None) -> None:
         super().__init__(http_code, reason)
         #: HTTP-like status code of the failure.
         self.http_code = http_code
         #: Human readable description of the failure.
         self.reason = reason
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.reason is None:
             return 'communication error (code {})'.format(self.http_code)
         return '{} (code {})'.format(self.reason, self.http_code)
@@ -84,14 +90,14 @@ class CommunicationError(OccoError):
 class TransientError(CommunicationError):
     """A communication failure that may go away if the call is repeated (5xx)."""
 
-    def __init__(self, http_code=503, reason=None):
+    def __init__(self, http_code: int = 503, reason: object = None) -> None:
         super().__init__(http_code, reason)
 
 
 class CriticalError(CommunicationError):
     """A communication failure that repeating the call cannot fix (4xx)."""
 
-    def __init__(self, http_code=400, reason=None):
+    def __init__(self, http_code: int = 400, reason: object = None) -> None:
         super().__init__(http_code, reason)
 
 
@@ -102,7 +108,7 @@ class RPCTimeoutError(TransientError, TimeoutError):
     after the caller stopped waiting; one that already started may finish.
     """
 
-    def __init__(self, http_code=504, reason=None):
+    def __init__(self, http_code: int = 504, reason: object = None) -> None:
         super().__init__(http_code, reason)
 
 
@@ -118,7 +124,8 @@ class ApplicationError(OccoError):
     :param remote_traceback: the formatted remote traceback, or ``None``.
     """
 
-    def __init__(self, remote_type, remote_message, remote_traceback=None):
+    def __init__(self, remote_type: str, remote_message: str,
+                 remote_traceback: Optional[str] = None) -> None:
         super().__init__(remote_type, remote_message, remote_traceback)
         #: Class name of the remote exception, e.g. ``'ValueError'``.
         self.remote_type = remote_type
@@ -127,7 +134,7 @@ class ApplicationError(OccoError):
         #: Formatted traceback text of the remote exception, if sent.
         self.remote_traceback = remote_traceback
 
-    def __str__(self):
+    def __str__(self) -> str:
         return '{}: {}'.format(self.remote_type, self.remote_message)
 
 

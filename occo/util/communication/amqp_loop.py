@@ -23,13 +23,18 @@ pika's errors are translated into this package's errors in one place,
 :func:`translate_error`.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Optional, Union
 
 import pika
+import pika.channel
 import pika.exceptions as pe
 from pika.adapters.utils import connection_workflow as workflow
 from pika.adapters.utils.io_services_utils import \
@@ -44,6 +49,12 @@ log = logging.getLogger(__name__)
 #: Frames are sent once this many bytes wait in a batch.
 _BATCH_BYTES = 256 * 1024
 
+#: What :meth:`AmqpLoop.submit` runs on the I/O thread: ``operation(channel)``.
+_Operation = Callable[[pika.channel.Channel], object]
+#: One step of :func:`run_steps`: ``step(next_step)``; pika calls
+#: ``next_step`` with the reply frame.
+_Step = Callable[[Callable[..., None]], object]
+
 
 class _BatchingConnection(pika.SelectConnection):
     """A :class:`pika.SelectConnection` that writes a batch of frames at once.
@@ -53,12 +64,16 @@ class _BatchingConnection(pika.SelectConnection):
     written with one call (TCP_NODELAY stays on, so nothing waits for Nagle).
     """
 
-    _batch = None
+    _batch: Optional[list[bytes]] = None
     _batch_size = 0
 
-    def _output_marshaled_frames(self, marshaled_frames):
+    # This class overrides and calls pika privates (_output_marshaled_frames,
+    # _transport, _on_socket_writable) that pika's type stubs leave out:
+    # hence the narrow "type: ignore" comments below.
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
         if self._batch is None:
-            super()._output_marshaled_frames((b''.join(marshaled_frames),))
+            super()._output_marshaled_frames(  # type: ignore[misc]
+                (b''.join(marshaled_frames),))
             return
         self._batch.extend(marshaled_frames)
         self._batch_size += sum(map(len, marshaled_frames))
@@ -66,27 +81,28 @@ class _BatchingConnection(pika.SelectConnection):
             self.end_batch()
             self.begin_batch()
 
-    def begin_batch(self):
+    def begin_batch(self) -> None:
         """Collect frames from now on instead of writing them."""
         self._batch = []
         self._batch_size = 0
 
-    def end_batch(self):
+    def end_batch(self) -> None:
         """Write the collected frames with one call, and stop collecting."""
         frames, self._batch = self._batch, None
         if frames:
-            super()._output_marshaled_frames((b''.join(frames),))
+            super()._output_marshaled_frames(  # type: ignore[misc]
+                (b''.join(frames),))
             self._send_now()
 
-    def _send_now(self):
+    def _send_now(self) -> None:
         # pika sends buffered data on the poll loop's next turn; sending it
         # here saves that turn (an epoll call) on every request and ack.
-        transport = self._transport
+        transport = self._transport  # type: ignore[attr-defined]
         if isinstance(transport, _PlaintextTransport) and transport.get_write_buffer_size():
-            transport._on_socket_writable()
+            transport._on_socket_writable()  # type: ignore[attr-defined]
 
 
-def run_steps(steps, done):
+def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:
     """Run asynchronous ``steps`` one after the other, then call ``done()``.
 
     Each step is called with one argument, the function that starts the
@@ -94,7 +110,7 @@ def run_steps(steps, done):
     """
     steps = collections.deque(steps)
 
-    def next_step(*_ignored):
+    def next_step(*_ignored: object) -> None:
         if steps:
             steps.popleft()(next_step)
         else:
@@ -117,32 +133,35 @@ class AmqpLoop:
         each batch of operations, before its frames are written.
     """
 
-    def __init__(self, parameters, endpoint, setup, on_lost=None,
-                 after_drain=None):
+    def __init__(
+            self, parameters: pika.ConnectionParameters, endpoint: str,
+            setup: Callable[[pika.channel.Channel, Callable[[], None]], object],
+            on_lost: Optional[Callable[[CommunicationError], object]] = None,
+            after_drain: Optional[Callable[[], object]] = None) -> None:
         self._parameters = parameters
         self.endpoint = endpoint
         self._setup = setup
         self._on_lost = on_lost
         self._after_drain = after_drain
-        self._outbox = collections.deque()
+        self._outbox: collections.deque[_Operation] = collections.deque()
         self._wake_pending = False
         self._ready = threading.Event()
         self._stopping = False
         #: The :class:`~occo.util.exceptions.CommunicationError` that ended the loop, if any.
-        self.error = None
+        self.error: Optional[CommunicationError] = None
         #: ``time.monotonic()`` when the loop failed, if it did.
-        self.failed_at = None
-        self.connection = None
-        self.channel = None
+        self.failed_at: Optional[float] = None
+        self.connection: Optional[_BatchingConnection] = None
+        self.channel: Optional[pika.channel.Channel] = None
         self._thread = threading.Thread(
             target=self._run, name='occo-amqp-io', daemon=True)
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         """``True`` until the connection failed or was stopped."""
         return self.error is None and not self._stopping
 
-    def start(self, timeout):
+    def start(self, timeout: float) -> None:
         """Connect, open the channel and run ``setup``; wait for all that.
 
         :raises CommunicationError: when any of it fails or takes longer
@@ -157,7 +176,7 @@ class AmqpLoop:
             self._thread.join(timeout)
             raise self.error
 
-    def submit(self, operation):
+    def submit(self, operation: _Operation) -> None:
         """Run ``operation(channel)`` on the I/O thread, soon.
 
         Operations run in the order they were submitted. Thread-safe.
@@ -169,9 +188,10 @@ class AmqpLoop:
         self._outbox.append(operation)
         if not self._wake_pending:
             self._wake_pending = True
+            assert self.connection is not None  # start() returned
             self.connection.ioloop.add_callback_threadsafe(self._drain)
 
-    def take_unsent(self):
+    def take_unsent(self) -> list[_Operation]:
         """Remove and return the operations a dead loop did not run.
 
         Call it after :meth:`stop`, to hand them to a new loop.
@@ -180,7 +200,7 @@ class AmqpLoop:
         self._outbox.clear()
         return unsent
 
-    def stop(self, timeout=10):
+    def stop(self, timeout: float = 10) -> None:
         """Run what was submitted, close the connection, end the thread.
 
         Safe to call several times and after a failure.
@@ -189,6 +209,7 @@ class AmqpLoop:
             return
         self._stopping = True
         try:
+            assert self.connection is not None
             self.connection.ioloop.add_callback_threadsafe(self._close)
         except Exception:  # the loop is gone already
             log.debug('I/O loop closed before stop', exc_info=True)
@@ -199,7 +220,7 @@ class AmqpLoop:
                             self.endpoint, timeout)
 
     # -- I/O thread ------------------------------------------------------
-    def _run(self):
+    def _run(self) -> None:
         try:
             self.connection = _BatchingConnection(
                 self._parameters, on_open_callback=self._on_open,
@@ -214,10 +235,11 @@ class AmqpLoop:
             if self.connection is not None:
                 self.connection.ioloop.close()
 
-    def _drain(self):
+    def _drain(self) -> None:
         self._wake_pending = False
         if self.channel is None or not self.channel.is_open:
             return
+        assert self.connection is not None  # it opened the channel
         outbox = self._outbox
         self.connection.begin_batch()
         try:
@@ -231,38 +253,43 @@ class AmqpLoop:
         finally:
             self.connection.end_batch()
 
-    def _on_open(self, connection):
+    def _on_open(self, connection: _BatchingConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
 
-    def _on_channel_open(self, channel):
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
         self.channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         self._setup(channel, self._ready.set)
 
-    def _on_open_error(self, connection, error):
+    def _on_open_error(self, connection: _BatchingConnection,
+                       error: BaseException) -> None:
         self._fail(translate_error(error, self.endpoint))
         connection.ioloop.stop()
 
-    def _on_closed(self, connection, reason):
+    def _on_closed(self, connection: _BatchingConnection,
+                   reason: BaseException) -> None:
         if not self._stopping:
             self._fail(translate_error(reason, self.endpoint))
         connection.ioloop.stop()
 
-    def _on_channel_closed(self, channel, reason):
+    def _on_channel_closed(self, channel: pika.channel.Channel,
+                           reason: Exception) -> None:
         if self._stopping:
             return
         self._fail(translate_error(reason, self.endpoint))
+        assert self.connection is not None  # it opened the channel
         if self.connection.is_open:
             self.connection.close()
 
-    def _close(self):
+    def _close(self) -> None:
         self._drain()
+        assert self.connection is not None  # _close runs on its I/O loop
         if self.connection.is_closed:
             self.connection.ioloop.stop()
         elif not self.connection.is_closing:
             self.connection.close()
 
-    def _fail(self, error):
+    def _fail(self, error: CommunicationError) -> None:
         if self.error is not None:
             return
         self.failed_at = time.monotonic()
@@ -272,7 +299,7 @@ class AmqpLoop:
             self._on_lost(error)
 
 
-def translate_error(error, endpoint):
+def translate_error(error: BaseException, endpoint: str) -> CommunicationError:
     """Map a pika or socket error to a :class:`~occo.util.exceptions.CommunicationError`.
 
     The message names the user, host, port and vhost (``endpoint``) and,
@@ -281,7 +308,6 @@ def translate_error(error, endpoint):
     :param error: the exception pika reported.
     :param endpoint: text naming the peer, e.g.
         ``"user 'guest' at 127.0.0.1:5672, vhost '/'"``.
-    :rtype: CommunicationError
     """
     if isinstance(error, CommunicationError):
         return error
@@ -322,7 +348,9 @@ def translate_error(error, endpoint):
         endpoint, type(error).__name__, error))
 
 
-def _broker_closed(error, endpoint):
+def _broker_closed(
+        error: Union[pe.ConnectionClosedByBroker, pe.ChannelClosedByBroker],
+        endpoint: str) -> CommunicationError:
     code, text = error.reply_code, error.reply_text
     if code == 403:
         return CriticalError(403, 'access refused for {}: {}'.format(

@@ -29,13 +29,16 @@ An RPC reply is a JSON object, content type :data:`REPLY_CONTENT_TYPE`:
   the processor raised.
 """
 
+from __future__ import annotations
+
 import base64
 import json
+from typing import Any, Optional
 
 import yaml
 
 from ..exceptions import ApplicationError, CriticalError, OccoError
-from .comm import Response
+from .comm import Message, Response
 
 __all__ = [
     'MessageDecodeError', 'encode', 'check_size', 'decode', 'encode_reply', 'error_reply',
@@ -68,7 +71,7 @@ class MessageDecodeError(OccoError, ValueError):
     """
 
 
-def encode(message):
+def encode(message: Message) -> tuple[bytes, str]:
     """Encode a message for the wire.
 
     :param message: a JSON-able value, ``str`` or ``bytes``.
@@ -87,7 +90,7 @@ def encode(message):
             'str or bytes ({})'.format(type(message).__name__, e)) from e
 
 
-def check_size(body, limit):
+def check_size(body: bytes, limit: int) -> None:
     """Refuse a body longer than ``limit`` bytes (``max_message_size``).
 
     :raises CriticalError: (413) naming both sizes.
@@ -97,10 +100,10 @@ def check_size(body, limit):
                             '({} bytes)'.format(len(body), limit))
 
 
-def decode(body, content_type):
+def decode(body: bytes, content_type: Optional[str]) -> Message:
     """Decode a message body according to its content type.
 
-    :param bytes body: the message body.
+    :param body: the message body.
     :param content_type: the ``content_type`` property, or ``None``.
     :returns: the message.
     :raises MessageDecodeError: when the body cannot be decoded safely.
@@ -125,14 +128,14 @@ def decode(body, content_type):
         'unsupported content type {!r}'.format(content_type))
 
 
-def _text(body):
+def _text(body: bytes) -> str:
     try:
         return bytes(body).decode('utf-8')
     except UnicodeDecodeError as e:
         raise MessageDecodeError('body is not UTF-8 text: {}'.format(e)) from e
 
 
-def _safe_yaml(text):
+def _safe_yaml(text: str) -> Any:
     loader = _SafeLoader(text)
     try:
         return loader.get_single_data()
@@ -143,11 +146,11 @@ def _safe_yaml(text):
         loader.dispose()
 
 
-def _one_line(error):
+def _one_line(error: BaseException) -> str:
     return ' '.join(str(error).split())
 
 
-def encode_reply(result):
+def encode_reply(result: Message) -> bytes:
     """Encode a processor's return value as an RPC reply body.
 
     :param result: a value, or a :class:`~.comm.Response`.
@@ -169,7 +172,7 @@ def encode_reply(result):
                             type(data).__name__, e)) from e
 
 
-def error_reply(exc, traceback_text=None):
+def error_reply(exc: BaseException, traceback_text: Optional[str] = None) -> bytes:
     """Encode a processor's exception as an RPC reply body."""
     envelope = {'code': 500, 'error': {
         'type': type(exc).__name__, 'message': str(exc),
@@ -177,12 +180,12 @@ def error_reply(exc, traceback_text=None):
     return _dumps(envelope).encode('utf-8')
 
 
-def failure_reply(http_code, reason):
+def failure_reply(http_code: int, reason: str) -> bytes:
     """Encode a failure that is not the processor's (e.g. undecodable)."""
     return _dumps({'code': http_code, 'data': reason}).encode('utf-8')
 
 
-def result_from_reply(body):
+def result_from_reply(body: bytes) -> Message:
     """Turn an RPC reply body into the result, or raise what it carries.
 
     :returns: the remote result.

@@ -19,12 +19,17 @@ around its connection: ``__enter__`` connects and returns the object,
 ``__exit__`` closes it, also when the body raised.
 """
 
+from __future__ import annotations
+
 import contextlib
 import difflib
 import importlib.metadata
 import logging
 import signal
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import FrameType, TracebackType
+from typing import Any, ClassVar, Optional, TypeVar, Union
 
 from ..exceptions import ClosedError, ConfigurationError
 from ..exceptions import CriticalError, TransientError
@@ -32,9 +37,15 @@ from ..exceptions import CriticalError, TransientError
 __all__ = [
     'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
     'has_backend', 'backends', 'Response', 'ExceptionResponse', 'KNOWN_KEYS',
+    'Message',
 ]
 
 log = logging.getLogger(__name__)
+
+#: A message, or an RPC result: a JSON-able value, a ``str`` or ``bytes``
+#: (see :mod:`~occo.util.communication.codec`). It is ``Any`` because no
+#: static type spells "JSON-able"; what cannot be sent is refused at run time.
+Message = Any
 
 #: Every configuration key some backend understands. A key outside this set
 #: does not break construction; it is logged once as a warning that suggests
@@ -48,11 +59,11 @@ KNOWN_KEYS = frozenset([
     'dead_letter_exchange', 'max_message_size',
 ])
 
-_warned_keys = set()
+_warned_keys: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def warn_unknown_keys(config):
+def warn_unknown_keys(config: Mapping[str, Any]) -> None:
     """Log each configuration key that no backend knows, once per process.
 
     :param config: the keyword arguments given to a role.
@@ -72,15 +83,15 @@ def warn_unknown_keys(config):
 class _Role:
     """Common base of the three roles: backend dispatch and resource state."""
 
-    #: ``{protocol: backend class}``; each role has its own.
-    _backends = None
+    #: ``{protocol: backend class}``; each role has its own (``None`` here).
+    _backends: ClassVar[Optional[dict[str, type[_Role]]]] = None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if '_abstract_role' in cls.__dict__:
             cls._backends = {}
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Role:
         if '_abstract_role' in cls.__dict__:
             cls = _lookup(cls, kwargs.get('protocol'))
         return super().__new__(cls)
@@ -89,14 +100,16 @@ class _Role:
     _opened = False
     _closed = False
 
-    def __enter__(self):
+    def __enter__(self: _RoleT) -> _RoleT:
         self.open()
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.close()
 
-    def open(self):
+    def open(self) -> None:
         """Connect. Called by ``__enter__``; a second call does nothing.
 
         :raises CommunicationError: when the connection cannot be made.
@@ -109,7 +122,7 @@ class _Role:
             self._open()
             self._opened = True
 
-    def close(self):
+    def close(self) -> None:
         """Release the connection. Safe to call several times."""
         if self._opened and not self._closed:
             try:
@@ -118,20 +131,31 @@ class _Role:
                 self._closed = True
         self._closed = True
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if not self._opened or self._closed:
             raise ClosedError(
                 '{} is not connected: use it inside its context, '
                 '"with obj: obj.push_message(...)"'.format(type(self).__name__))
 
-    def _open(self):
+    def _open(self) -> None:
         """Backend hook: acquire the connection."""
 
-    def _close(self):
+    def _close(self) -> None:
         """Backend hook: release the connection."""
 
 
-def _lookup(role, protocol):
+_RoleT = TypeVar('_RoleT', bound=_Role)
+_BackendT = TypeVar('_BackendT', bound='type[_Role]')
+
+
+def _registry(role: type[_Role]) -> dict[str, type[_Role]]:
+    """The ``{protocol: backend class}`` registry of an abstract role."""
+    registry = role._backends
+    assert registry is not None, '{} is not a role'.format(role.__name__)
+    return registry
+
+
+def _lookup(role: type[_Role], protocol: object) -> type[_Role]:
     if protocol is None:
         raise ConfigurationError(
             'missing configuration key \'protocol\' for {}; known protocols: '
@@ -140,11 +164,11 @@ def _lookup(role, protocol):
         raise ConfigurationError(
             'configuration key \'protocol\' must be a string, got {!r}'.format(
                 protocol))
-    if protocol not in role._backends:
+    if protocol not in _registry(role):
         _load_plugin(protocol)
-    if protocol in role._backends:
-        return role._backends[protocol]
-    close = difflib.get_close_matches(str(protocol), list(role._backends), n=1)
+    if protocol in _registry(role):
+        return _registry(role)[protocol]
+    close = difflib.get_close_matches(str(protocol), list(_registry(role)), n=1)
     hint = ' (did you mean {!r}?)'.format(close[0]) if close else ''
     raise ConfigurationError(
         'unknown protocol {!r} for {}{}; known protocols: {}'.format(
@@ -156,22 +180,22 @@ def _lookup(role, protocol):
 ENTRY_POINT_GROUP = 'occo.communication.backends'
 
 
-def _load_plugin(protocol):
+def _load_plugin(protocol: str) -> None:
     """Import the module an installed distribution offers for ``protocol``."""
     for entry_point in _entry_points():
         if entry_point.name == protocol:
             entry_point.load()
 
 
-def _entry_points():
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
     found = importlib.metadata.entry_points()
     if hasattr(found, 'select'):
         return found.select(group=ENTRY_POINT_GROUP)
     return found.get(ENTRY_POINT_GROUP, ())
 
 
-def _known(role):
-    return ', '.join(sorted(role._backends)) or '(none registered)'
+def _known(role: type[_Role]) -> str:
+    return ', '.join(sorted(_registry(role))) or '(none registered)'
 
 
 class register:
@@ -189,32 +213,32 @@ class register:
         the class is not a subclass of the role.
     """
 
-    def __init__(self, role, protocol):
+    def __init__(self, role: _RoleClass, protocol: str) -> None:
         self.role = role
         self.protocol = protocol
 
-    def __call__(self, cls):
+    def __call__(self, cls: _BackendT) -> _BackendT:
         if not issubclass(cls, self.role):
             raise ConfigurationError('{} is not a {}'.format(
                 cls.__name__, self.role.__name__))
-        registered = self.role._backends.get(self.protocol)
+        registered = _registry(self.role).get(self.protocol)
         if registered is not None and registered is not cls:
             raise ConfigurationError(
                 'protocol {!r} is registered already for {} by {}.{}'.format(
                     self.protocol, self.role.__name__,
                     registered.__module__, registered.__qualname__))
-        self.role._backends[self.protocol] = cls
+        _registry(self.role)[self.protocol] = cls
         return cls
 
 
-def has_backend(role, protocol):
+def has_backend(role: _RoleClass, protocol: str) -> bool:
     """Tell whether ``protocol`` is registered for ``role``."""
-    return protocol in role._backends
+    return protocol in _registry(role)
 
 
-def backends(role):
+def backends(role: _RoleClass) -> dict[str, type[_Role]]:
     """Return a copy of the ``{protocol: class}`` registry of ``role``."""
-    return dict(role._backends)
+    return dict(_registry(role))
 
 
 class AsynchronProducer(_Role):
@@ -230,7 +254,8 @@ class AsynchronProducer(_Role):
 
     _abstract_role = True
 
-    def push_message(self, message, routing_key=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     **kwargs: Any) -> None:
         """Send ``message`` (a JSON-able value, ``str`` or ``bytes``).
 
         :param routing_key: overrides the configured routing key.
@@ -239,7 +264,7 @@ class AsynchronProducer(_Role):
         """
         raise NotImplementedError
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every message pushed so far is confirmed.
 
         :param timeout: seconds to wait at most; ``None`` waits for ever.
@@ -258,7 +283,8 @@ class RPCProducer(_Role):
 
     _abstract_role = True
 
-    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
         """Send ``message`` and wait for its result.
 
         :param timeout: seconds to wait for the reply; overrides the
@@ -284,8 +310,10 @@ class EventDrivenConsumer(_Role):
 
     _abstract_role = True
 
-    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
-                 **config):
+    def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
+                 pkwargs: Optional[Mapping[str, Any]] = None,
+                 cancel_event: Optional[threading.Event] = None,
+                 **config: Any) -> None:
         if not callable(processor):
             raise ConfigurationError(
                 'processor must be callable, got {!r}'.format(processor))
@@ -294,10 +322,10 @@ class EventDrivenConsumer(_Role):
         self.pkwargs = dict(pkwargs or {})
         self.cancel_event = cancel_event or threading.Event()
 
-    def __call__(self):
+    def __call__(self) -> None:
         self.start_consuming()
 
-    def start_consuming(self):
+    def start_consuming(self) -> None:
         """Process messages until ``cancel_event`` is set (or Ctrl-C).
 
         Returns within one second after ``cancel_event`` is set. In the main
@@ -310,11 +338,11 @@ class EventDrivenConsumer(_Role):
 
     _terminated = False
 
-    def _keep_consuming(self):
+    def _keep_consuming(self) -> bool:
         return not (self._terminated or self.cancel_event.is_set())
 
     @contextlib.contextmanager
-    def _consuming_session(self, name):
+    def _consuming_session(self, name: Optional[str]) -> Iterator[None]:
         """Run the consuming loop: SIGTERM stops it, Ctrl-C ends it quietly."""
         self._terminated = False
         previous = None
@@ -328,7 +356,7 @@ class EventDrivenConsumer(_Role):
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
-    def _on_sigterm(self, signum, frame):
+    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info('SIGTERM: finishing the current message, then stopping')
         self._terminated = True
 
@@ -345,16 +373,16 @@ class Response:
     :param data: the payload (a JSON-able value, ``str`` or ``bytes``).
     """
 
-    def __init__(self, http_code, data=None):
+    def __init__(self, http_code: int, data: Message = None) -> None:
         self.http_code = int(http_code)
         self.data = data
 
     @property
-    def success(self):
+    def success(self) -> bool:
         """``True`` for a 2xx code."""
         return 200 <= self.http_code < 300
 
-    def check(self):
+    def check(self) -> Message:
         """Return ``data`` for a 2xx code, else raise the matching error.
 
         :raises CriticalError: for a 4xx code.
@@ -366,11 +394,11 @@ class Response:
             raise CriticalError(self.http_code, self.data)
         raise TransientError(self.http_code, self.data)
 
-    def __eq__(self, other):
-        return (type(self) is type(other)
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Response) and type(self) is type(other)
                 and (self.http_code, self.data) == (other.http_code, other.data))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '{}({!r}, {!r})'.format(
             type(self).__name__, self.http_code, self.data)
 
@@ -382,6 +410,13 @@ class ExceptionResponse(Response):
     :param exception: the exception (or a message) to report.
     """
 
-    def __init__(self, http_code=500, exception=None):
+    def __init__(self, http_code: int = 500,
+                 exception: Union[BaseException, str, None] = None) -> None:
         super().__init__(http_code, None if exception is None else str(exception))
         self.exception = exception
+
+
+#: An abstract role class, as :class:`register`, :func:`has_backend` and
+#: :func:`backends` take it.
+_RoleClass = Union[type[AsynchronProducer], type[RPCProducer],
+                   type[EventDrivenConsumer]]

@@ -19,8 +19,12 @@ Log lines name the message id, content type and size, never the body: the
 body may hold secrets.
 """
 
+from __future__ import annotations
+
 import logging
 import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 from . import codec
 
@@ -38,19 +42,20 @@ class Outcome:
 
     __slots__ = ('ack', 'reply')
 
-    def __init__(self, ack, reply=None):
+    def __init__(self, ack: bool, reply: Optional[bytes] = None) -> None:
         self.ack = ack
         self.reply = reply
 
 
-def handle(processor, pargs, pkwargs, body, content_type, wants_reply,
-           message_id=None, max_size=None):
+def handle(processor: Callable[..., Any], pargs: Sequence[Any],
+           pkwargs: Mapping[str, Any], body: bytes, content_type: Optional[str],
+           wants_reply: bool, message_id: object = None,
+           max_size: Optional[int] = None) -> Outcome:
     """Decode ``body``, run ``processor`` on it and build the outcome.
 
     :param wants_reply: ``True`` for an RPC request.
     :param message_id: shown in log lines to identify the message.
     :param max_size: bodies longer than this are rejected unprocessed.
-    :rtype: Outcome
     """
     try:
         if max_size is not None and len(body) > max_size:

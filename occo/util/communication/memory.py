@@ -10,17 +10,21 @@ thread-safe and lives as long as the process: use it for tests and for
 components that run in one process.
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional
 
 from ..exceptions import CommunicationError, ConfigurationError
 from ..exceptions import RPCTimeoutError
 from . import codec, dispatch
-from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
 from .settings import Settings
 
@@ -37,8 +41,11 @@ class _Message:
     __slots__ = ('body', 'content_type', 'reply_to', 'correlation_id',
                  'expires_at', 'message_id')
 
-    def __init__(self, body, content_type, reply_to=None, correlation_id=None,
-                 expires_at=None, message_id=None):
+    def __init__(self, body: bytes, content_type: str,
+                 reply_to: Optional[str] = None,
+                 correlation_id: Optional[str] = None,
+                 expires_at: Optional[float] = None,
+                 message_id: Optional[str] = None) -> None:
         self.body = body
         self.content_type = content_type
         self.reply_to = reply_to
@@ -50,17 +57,17 @@ class _Message:
 class _Queue:
     """A FIFO shared by competing consumers; expired messages are dropped."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._items = collections.deque()
+        self._items: collections.deque[_Message] = collections.deque()
         self._ready = threading.Condition(threading.Lock())
 
-    def put(self, message):
+    def put(self, message: _Message) -> None:
         with self._ready:
             self._items.append(message)
             self._ready.notify()
 
-    def get(self, timeout):
+    def get(self, timeout: float) -> Optional[_Message]:
         """Return the next live message, or ``None`` after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._ready:
@@ -76,19 +83,19 @@ class _Queue:
                     return None
                 self._ready.wait(remaining)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
 
 class MemoryBroker:
     """Named queues, and reply sinks for RPC producers, in one process."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues = {}
-        self._sinks = {}
+        self._queues: dict[str, _Queue] = {}
+        self._sinks: dict[str, Callable[[_Message], None]] = {}
 
-    def queue(self, name):
+    def queue(self, name: str) -> _Queue:
         """Return the queue called ``name``, creating it when missing."""
         with self._lock:
             queue = self._queues.get(name)
@@ -96,7 +103,7 @@ class MemoryBroker:
                 queue = self._queues[name] = _Queue(name)
             return queue
 
-    def publish(self, routing_key, message):
+    def publish(self, routing_key: str, message: _Message) -> None:
         """Deliver ``message`` to the reply sink or queue ``routing_key``."""
         sink = self._sinks.get(routing_key)
         if sink is not None:
@@ -107,12 +114,12 @@ class MemoryBroker:
         else:
             self.queue(routing_key).put(message)
 
-    def add_sink(self, name, callback):
+    def add_sink(self, name: str, callback: Callable[[_Message], None]) -> None:
         """Route messages for ``name`` to ``callback`` (RPC replies)."""
         with self._lock:
             self._sinks[name] = callback
 
-    def remove_sink(self, name):
+    def remove_sink(self, name: str) -> None:
         with self._lock:
             self._sinks.pop(name, None)
 
@@ -124,19 +131,19 @@ default_broker = MemoryBroker()
 class _MemoryRole:
     """Configuration shared by the memory classes."""
 
-    def _configure(self, config):
+    def _configure(self, config: Mapping[str, Any]) -> None:
         warn_unknown_keys(config)
         self.settings = Settings(config)
         self.queue = self.settings.queue
         self.routing_key = self.settings.routing_key
         self._broker = default_broker
 
-    def _encode(self, message):
+    def _encode(self, message: Message) -> tuple[bytes, str]:
         body, content_type = codec.encode(message)
         codec.check_size(body, self.settings.max_message_size)
         return body, content_type
 
-    def _target(self, routing_key):
+    def _target(self, routing_key: Optional[str]) -> str:
         target = routing_key or self.routing_key
         if not target:
             raise ConfigurationError(
@@ -144,7 +151,7 @@ class _MemoryRole:
                 'where should the message go?')
         return target
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<{} memory:{}>'.format(type(self).__name__, self.routing_key)
 
 
@@ -156,16 +163,17 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
     :meth:`flush` has nothing to wait for.
     """
 
-    def __init__(self, **config):
+    def __init__(self, **config: Any) -> None:
         self._configure(config)
 
-    def push_message(self, message, routing_key=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     **kwargs: Any) -> None:
         self._check_open()
         body, content_type = self._encode(message)
         self._broker.publish(self._target(routing_key),
                              _Message(body, content_type))
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         self._check_open()
 
 
@@ -173,18 +181,21 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
 class MemoryRPCProducer(_MemoryRole, RPCProducer):
     """:class:`~.comm.RPCProducer` on the in-process broker."""
 
-    def __init__(self, **config):
+    def __init__(self, **config: Any) -> None:
         self._configure(config)
         self.rpc_timeout = self.settings.rpc_timeout
         self._reply_to = 'amq.gen-' + uuid.uuid4().hex
         self._ids = itertools.count()
-        self._waiting = {}
+        # correlation id -> [event, reply]: the reply (None when closed) is
+        # appended before the event is set. Looked up with the reply's
+        # correlation id, which may be missing (None).
+        self._waiting: dict[Optional[str], list[Any]] = {}
         self._lock = threading.Lock()
 
-    def _open(self):
+    def _open(self) -> None:
         self._broker.add_sink(self._reply_to, self._on_reply)
 
-    def _close(self):
+    def _close(self) -> None:
         self._broker.remove_sink(self._reply_to)
         with self._lock:
             waiting, self._waiting = self._waiting, {}
@@ -192,7 +203,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
             slot.append(None)
             slot[0].set()
 
-    def _on_reply(self, message):
+    def _on_reply(self, message: _Message) -> None:
         with self._lock:
             slot = self._waiting.pop(message.correlation_id, None)
         if slot is None:
@@ -202,13 +213,14 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         slot.append(message)
         slot[0].set()
 
-    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
         self._check_open()
         body, content_type = self._encode(message)
         timeout = self.rpc_timeout if timeout is None else timeout
         expires_at = None if timeout is None else time.monotonic() + timeout
         correlation_id = str(next(self._ids))
-        slot = [threading.Event()]
+        slot: list[Any] = [threading.Event()]
         with self._lock:
             self._waiting[correlation_id] = slot
         self._broker.publish(self._target(routing_key), _Message(
@@ -217,7 +229,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
             with self._lock:
                 self._waiting.pop(correlation_id, None)
             raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
-        reply = slot[1]
+        reply: Optional[_Message] = slot[1]
         if reply is None:
             raise CommunicationError(
                 503, 'the RPC producer was closed while waiting for a reply')
@@ -228,30 +240,35 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
 class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
     """:class:`~.comm.EventDrivenConsumer` on the in-process broker."""
 
-    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
-                 **config):
+    def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
+                 pkwargs: Optional[Mapping[str, Any]] = None,
+                 cancel_event: Optional[threading.Event] = None,
+                 **config: Any) -> None:
         super().__init__(processor, pargs, pkwargs, cancel_event)
         self._configure(config)
         if not self.queue and not self.routing_key:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
 
-    def start_consuming(self):
+    def start_consuming(self) -> None:
         self._check_open()
-        queue = self._broker.queue(self.queue or self.routing_key)
+        name = self.queue or self.routing_key
+        assert name is not None  # checked by __init__
+        queue = self._broker.queue(name)
         with self._consuming_session(queue.name):
             while self._keep_consuming():
                 message = queue.get(POLL_INTERVAL)
                 if message is not None:
                     self._handle(message)
 
-    def _handle(self, message):
+    def _handle(self, message: _Message) -> None:
         outcome = dispatch.handle(
             self.processor, self.pargs, self.pkwargs, message.body,
             message.content_type, message.reply_to is not None,
             message.message_id or message.correlation_id,
             self.settings.max_message_size)
         if outcome.reply is not None:
+            assert message.reply_to is not None  # only requests get a reply
             self._broker.publish(message.reply_to, _Message(
                 outcome.reply, codec.REPLY_CONTENT_TYPE,
                 correlation_id=message.correlation_id))

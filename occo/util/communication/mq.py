@@ -23,6 +23,8 @@ consuming loop (consumers), with ``connection_attempts`` tries spaced by
 ``retry_delay`` doubling.
 """
 
+from __future__ import annotations
+
 import functools
 import itertools
 import logging
@@ -32,14 +34,19 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, Optional, Union, cast
 
 import pika
+import pika.channel
+import pika.frame
+import pika.spec
 
 from ..exceptions import CommunicationError, ConfigurationError, CriticalError
 from ..exceptions import RPCTimeoutError, TransientError
 from . import codec, dispatch
-from .amqp_loop import AmqpLoop, run_steps
-from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .amqp_loop import AmqpLoop, _Step, run_steps
+from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
 from .settings import Settings
 
@@ -53,27 +60,35 @@ DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 POLL_INTERVAL = 0.25
 _MAX_RETRY_DELAY = 5.0
 
+#: A message as the producer publishes it: ``(routing_key, body, properties)``.
+_Record = tuple[str, bytes, pika.BasicProperties]
+#: A delivery as the I/O thread hands it to the consuming thread.
+_Delivery = tuple[pika.channel.Channel, int, pika.BasicProperties, bytes]
+
 
 class _MQRole:
     """Connection handling shared by the three AMQP classes."""
 
-    _loop = None
-    _reported_loss = None
+    _loop: Optional[AmqpLoop] = None
+    _reported_loss: Optional[AmqpLoop] = None
     #: Hook run by the I/O thread after each batch (see AmqpLoop).
-    _after_drain = None
+    _after_drain: Optional[Callable[[], None]] = None
+    #: ``_setup(channel, done)``, run by the I/O thread on a new channel
+    #: (see AmqpLoop); each class defines it.
+    _setup: Callable[[pika.channel.Channel, Callable[[], None]], None]
 
-    def _configure(self, config):
+    def _configure(self, config: Mapping[str, Any]) -> None:
         warn_unknown_keys(config)
         self.settings = Settings(config)
         self._ids = itertools.count(1)
         self._id_prefix = '{:x}.{:x}.'.format(os.getpid(), id(self))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         s = self.settings
         return '<{} amqp://{}@{}:{}/{} queue={!r}>'.format(
             type(self).__name__, s.user, s.host, s.port, s.vhost, s.queue)
 
-    def _parameters(self):
+    def _parameters(self) -> list[pika.ConnectionParameters]:
         """One :class:`pika.ConnectionParameters` per host, in trying order."""
         s = self.settings
         hosts = list(s.hosts)
@@ -89,7 +104,7 @@ class _MQRole:
             client_properties={'connection_name': name})
             for host, port in hosts]
 
-    def _connect(self, cancel_event=None):
+    def _connect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
         """Open a new loop: each host in turn, ``connection_attempts`` rounds.
 
         :raises CommunicationError: with the cause of the last failure.
@@ -97,6 +112,7 @@ class _MQRole:
             arguments.
         """
         s = self.settings
+        error: Optional[CommunicationError]
         delay, error = s.retry_delay, None
         for attempt in range(1, s.connection_attempts + 1):
             if attempt > 1:
@@ -122,11 +138,13 @@ class _MQRole:
                 else:
                     self._loop = loop
                     return loop
+        assert error is not None  # every host was tried and failed
         raise error
 
-    def _reconnect(self, cancel_event=None):
+    def _reconnect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
         """Replace a dead loop with a new one; log the cause once."""
         lost = self._loop
+        assert lost is not None  # only an opened object reconnects
         if lost is not self._reported_loss:
             self._reported_loss = lost
             lost.stop(timeout=2)
@@ -137,30 +155,40 @@ class _MQRole:
                  loop.endpoint, time.monotonic() - (lost.failed_at or time.monotonic()))
         return loop
 
-    def _open(self):
+    def _open(self) -> None:
         self._connect()
 
-    def _close(self):
+    def _close(self) -> None:
         if self._loop is not None:
             self._loop.stop()
 
-    def _on_lost(self, error):
+    def _on_lost(self, error: CommunicationError) -> None:
         """Called on the I/O thread when the connection died."""
 
-    def _declare_steps(self, channel, names):
+    def _declare_steps(self, channel: pika.channel.Channel,
+                       names: Iterable[Optional[str]]) -> list[_Step]:
         durable = self.settings.durable
         arguments = self.settings.queue_arguments()
         return [functools.partial(_declare, channel, name, durable, arguments)
                 for name in names if name]
 
-    def _check_size(self, body):
+    def _check_size(self, body: bytes) -> None:
         codec.check_size(body, self.settings.max_message_size)
 
-    def _next_id(self):
+    def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
 
+    def _target(self, routing_key: Optional[str]) -> str:
+        """The routing key of one message: the call's, else the configured."""
+        target = routing_key or self.settings.routing_key
+        if target is None:
+            raise ConfigurationError(
+                "missing configuration key 'routing_key' (or 'queue'): "
+                "where should the message go?")
+        return target
 
-def _ssl_options(settings, host):
+
+def _ssl_options(settings: Settings, host: str) -> pika.SSLOptions:
     """TLS for ``host`` from ``ssl_options``; certificates verified by default."""
     options = settings.ssl_options
     context = ssl.create_default_context(cafile=options.get('ca_file'))
@@ -172,7 +200,7 @@ def _ssl_options(settings, host):
     return pika.SSLOptions(context, options.get('server_hostname') or host)
 
 
-def _pause(seconds, cancel_event):
+def _pause(seconds: float, cancel_event: Optional[threading.Event]) -> bool:
     """Sleep ``seconds``; return ``True`` early if ``cancel_event`` is set."""
     if cancel_event is None:
         time.sleep(seconds)
@@ -180,7 +208,8 @@ def _pause(seconds, cancel_event):
     return cancel_event.wait(seconds)
 
 
-def _declare(channel, name, durable, arguments, done):
+def _declare(channel: pika.channel.Channel, name: str, durable: bool,
+             arguments: Optional[dict[str, Any]], done: Callable[..., None]) -> None:
     channel.queue_declare(name, durable=durable, arguments=arguments,
                           callback=done)
 
@@ -194,20 +223,20 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
     :mod:`~occo.util.communication.settings` for the keys.
     """
 
-    def __init__(self, **config):
+    def __init__(self, **config: Any) -> None:
         self._configure(config)
         s = self.settings
         self._exchange = s.exchange
-        self._delivery_mode = 2 if s.durable else 1
+        self._delivery_mode: Literal[1, 2] = 2 if s.durable else 1
         self._state = threading.Condition()
         self._pending = 0         # pushed, not yet confirmed
-        self._unconfirmed = {}    # delivery tag -> record (I/O thread)
+        self._unconfirmed: dict[int, _Record] = {}  # delivery tag -> record (I/O thread)
         self._tag = 0
-        self._declared = set()
-        self._failures = []
-        self._carry = []          # records to publish again after reconnect
+        self._declared: set[Optional[str]] = set()
+        self._failures: list[str] = []
+        self._carry: list[_Record] = []  # records to publish again after reconnect
 
-    def _setup(self, channel, done):
+    def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         self._tag = 0
         self._declared = {self.settings.queue}
         channel.add_on_return_callback(self._on_return)
@@ -217,7 +246,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                 self._on_confirm, callback=done))
         run_steps(steps, done)
 
-    def push_message(self, message, routing_key=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     **kwargs: Any) -> None:
         """Publish ``message``; see :meth:`.comm.AsynchronProducer.push_message`.
 
         :raises CriticalError: (413) when the message exceeds
@@ -225,12 +255,10 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         :raises CommunicationError: when the connection cannot be reopened.
         """
         self._check_open()
+        assert self._loop is not None  # opened
         body, content_type = codec.encode(message)
         self._check_size(body)
-        routing_key = routing_key or self.settings.routing_key
-        if routing_key is None:
-            raise ConfigurationError('missing configuration key \'routing_key\''
-                                     ' (or \'queue\'): where should it go?')
+        routing_key = self._target(routing_key)
         properties = pika.BasicProperties(
             content_type=content_type, delivery_mode=self._delivery_mode,
             message_id=self._next_id())
@@ -250,15 +278,17 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                     self._pending -= 1  # not sent: the caller has the error
             raise
 
-    def _live_loop(self):
+    def _live_loop(self) -> AmqpLoop:
         """Return a working loop, reconnecting and republishing if needed."""
+        assert self._loop is not None  # opened
         if self._loop.alive:
             return self._loop
         dead = self._loop
         dead.stop(timeout=2)
         carry = list(self._unconfirmed.values())
         self._unconfirmed = {}
-        unsent = [op.args[0] for op in dead.take_unsent()
+        unsent = [cast('functools.partial[None]', op).args[0]
+                  for op in dead.take_unsent()
                   if getattr(op, 'func', None) == self._publish]
         self._carry = self._carry + carry + unsent
         loop = self._reconnect()
@@ -270,7 +300,7 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             loop.submit(functools.partial(self._publish, record))
         return loop
 
-    def _publish(self, record, channel):
+    def _publish(self, record: _Record, channel: pika.channel.Channel) -> None:
         routing_key, body, properties = record
         if not self._exchange and routing_key not in self._declared:
             channel.queue_declare(routing_key, durable=self.settings.durable,
@@ -282,7 +312,10 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             self._tag += 1
             self._unconfirmed[self._tag] = record
 
-    def _on_confirm(self, frame):
+    def _on_confirm(
+            self,
+            frame: pika.frame.Method[Union[pika.spec.Basic.Ack, pika.spec.Basic.Nack]],
+    ) -> None:
         method = frame.method
         tag = method.delivery_tag
         if method.multiple:
@@ -294,22 +327,25 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             log.warning('Broker refused %d message(s); publishing again',
                         len(records))
             for record in records:
+                assert self._loop is not None and self._loop.channel is not None
                 self._publish(record, self._loop.channel)
             return
         with self._state:
             self._pending -= len(records)
             self._state.notify_all()
 
-    def _on_return(self, channel, method, properties, body):
+    def _on_return(self, channel: pika.channel.Channel,
+                   method: pika.spec.Basic.Return,
+                   properties: pika.BasicProperties, body: bytes) -> None:
         self._failures.append('{} {} (exchange {!r}, routing key {!r})'.format(
             method.reply_code, method.reply_text, method.exchange,
             method.routing_key))
 
-    def _on_lost(self, error):
+    def _on_lost(self, error: CommunicationError) -> None:
         with self._state:
             self._state.notify_all()
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until the broker confirmed every message pushed so far.
 
         A lost connection is reopened and the unconfirmed messages are
@@ -322,7 +358,7 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         self._check_open()
         self._flush(timeout)
 
-    def _flush(self, timeout):
+    def _flush(self, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.settings.confirm:
             self._wait_confirmed(deadline)
@@ -333,7 +369,7 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             raise CriticalError(404, '{} message(s) could not be routed: {}'
                                 .format(len(failures), failures[0]))
 
-    def _wait_confirmed(self, deadline):
+    def _wait_confirmed(self, deadline: Optional[float]) -> None:
         while True:
             try:
                 self._live_loop()
@@ -348,17 +384,18 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                 if remaining <= 0:
                     raise TransientError(504, '{} message(s) not confirmed '
                                          'in time'.format(self._pending))
+                assert self._loop is not None  # _live_loop() returned
                 if self._loop.alive:
                     self._state.wait(remaining)
 
-    def _wait_written(self, deadline):
+    def _wait_written(self, deadline: Optional[float]) -> None:
         written = threading.Event()
         self._live_loop().submit(lambda channel: written.set())
         remaining = None if deadline is None else deadline - time.monotonic()
         if not written.wait(remaining):
             raise TransientError(504, 'messages not sent in time')
 
-    def _close(self):
+    def _close(self) -> None:
         try:
             if self._loop is not None and (self._loop.alive or self._pending):
                 self._flush(self.settings.confirm_timeout)
@@ -379,29 +416,32 @@ class MQRPCProducer(_MQRole, RPCProducer):
     may not have been processed) and the next call reconnects.
     """
 
-    def __init__(self, **config):
+    def __init__(self, **config: Any) -> None:
         self._configure(config)
         self._exchange = self.settings.exchange
-        self._waiting = {}
+        # Looked up with a reply's correlation id, which may be missing (None).
+        self._waiting: dict[Optional[str], _Slot] = {}
         self._lock = threading.Lock()
 
-    def _setup(self, channel, done):
+    def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         self._declared = {self.settings.queue}
         channel.add_on_return_callback(self._on_return)
-        steps = [lambda done: channel.basic_consume(
+        steps: list[_Step] = [lambda done: channel.basic_consume(
             DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=done)]
         steps += self._declare_steps(channel, [self.settings.queue])
         run_steps(steps, done)
 
-    def push_message(self, message, routing_key=None, timeout=None, **kwargs):
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
         """Send ``message`` and return the result; see
         :meth:`.comm.RPCProducer.push_message`.
         """
         self._check_open()
+        assert self._loop is not None  # opened
         body, content_type = codec.encode(message)
         self._check_size(body)
         timeout = self.settings.rpc_timeout if timeout is None else timeout
-        routing_key = routing_key or self.settings.routing_key
+        routing_key = self._target(routing_key)
         correlation_id = self._next_id()
         properties = pika.BasicProperties(
             content_type=content_type, correlation_id=correlation_id,
@@ -423,17 +463,24 @@ class MQRPCProducer(_MQRole, RPCProducer):
                 routing_key, timeout))
         if slot.error is not None:
             raise slot.error
+        assert slot.body is not None  # set with a body or an error
         return codec.result_from_reply(slot.body)
 
-    def _publish(self, routing_key, body, properties, channel):
+    def _publish(self, routing_key: str, body: bytes,
+                 properties: pika.BasicProperties,
+                 channel: pika.channel.Channel) -> None:
         if not self._exchange and routing_key not in self._declared:
+            # None is declared already: it is the queue when none is configured.
+            assert routing_key is not None
             channel.queue_declare(routing_key, durable=self.settings.durable,
                                   arguments=self.settings.queue_arguments())
             self._declared.add(routing_key)
         channel.basic_publish(self._exchange, routing_key, body, properties,
                               mandatory=True)
 
-    def _on_reply(self, channel, method, properties, body):
+    def _on_reply(self, channel: pika.channel.Channel,
+                  method: pika.spec.Basic.Deliver,
+                  properties: pika.BasicProperties, body: bytes) -> None:
         slot = self._waiting.pop(properties.correlation_id, None)
         if slot is None:
             log.warning('Dropped a reply for unknown correlation id %r (its '
@@ -442,7 +489,9 @@ class MQRPCProducer(_MQRole, RPCProducer):
             return
         slot.set(body=body)
 
-    def _on_return(self, channel, method, properties, body):
+    def _on_return(self, channel: pika.channel.Channel,
+                   method: pika.spec.Basic.Return,
+                   properties: pika.BasicProperties, body: bytes) -> None:
         slot = self._waiting.pop(properties.correlation_id, None)
         if slot is not None:
             slot.set(error=CriticalError(404, 'request not routed: {} {} '
@@ -452,7 +501,7 @@ class MQRPCProducer(_MQRole, RPCProducer):
                                                  method.exchange,
                                                  method.routing_key)))
 
-    def _on_lost(self, error):
+    def _on_lost(self, error: CommunicationError) -> None:
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for slot in waiting.values():
@@ -460,7 +509,7 @@ class MQRPCProducer(_MQRole, RPCProducer):
                 503, 'connection lost while waiting for the reply; the request '
                 'may or may not have been processed: {}'.format(error.reason)))
 
-    def _close(self):
+    def _close(self) -> None:
         self._on_lost(TransientError(503, 'the producer was closed'))
         super()._close()
 
@@ -470,18 +519,19 @@ class _Slot:
 
     __slots__ = ('_arrived', 'body', 'error')
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._arrived = threading.Lock()
         self._arrived.acquire()
-        self.body = None
-        self.error = None
+        self.body: Optional[bytes] = None
+        self.error: Optional[CommunicationError] = None
 
-    def set(self, body=None, error=None):
+    def set(self, body: Optional[bytes] = None,
+            error: Optional[CommunicationError] = None) -> None:
         self.body = body
         self.error = error
         self._arrived.release()
 
-    def wait(self, timeout):
+    def wait(self, timeout: Optional[float]) -> bool:
         return self._arrived.acquire(timeout=-1 if timeout is None else timeout)
 
 
@@ -497,21 +547,23 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
     back to the queue.
     """
 
-    def __init__(self, processor, pargs=(), pkwargs=None, cancel_event=None,
-                 **config):
+    def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
+                 pkwargs: Optional[Mapping[str, Any]] = None,
+                 cancel_event: Optional[threading.Event] = None,
+                 **config: Any) -> None:
         super().__init__(processor, pargs, pkwargs, cancel_event)
         self._configure(config)
         if not self.settings.queue:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
-        self._inbox = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
         self._consuming = False
-        self._consumer_tag = None
-        self._ack_upto = None   # I/O thread: highest tag to ack, not sent yet
+        self._consumer_tag: Optional[str] = None
+        self._ack_upto: Optional[int] = None   # I/O thread: highest tag to ack, not sent yet
 
-    def _setup(self, channel, done):
+    def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
-        steps = [lambda done: channel.basic_qos(
+        steps: list[_Step] = [lambda done: channel.basic_qos(
             prefetch_count=s.prefetch_count, callback=done)]
         steps += self._declare_steps(channel, [s.queue])
         self._ack_upto = None
@@ -519,23 +571,29 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             steps.append(functools.partial(self._consume, channel))
         run_steps(steps, done)
 
-    def _consume(self, channel, done=None):
+    def _consume(self, channel: pika.channel.Channel,
+                 done: Optional[Callable[..., None]] = None) -> None:
+        assert self.settings.queue is not None  # checked by __init__
         self._consumer_tag = channel.basic_consume(
             self.settings.queue, self._on_delivery, callback=done)
 
-    def _on_delivery(self, channel, method, properties, body):
+    def _on_delivery(self, channel: pika.channel.Channel,
+                     method: pika.spec.Basic.Deliver,
+                     properties: pika.BasicProperties, body: bytes) -> None:
+        assert method.delivery_tag is not None  # the broker numbers deliveries
         if self._consuming:
             self._inbox.put((channel, method.delivery_tag, properties, body))
         else:
             channel.basic_nack(method.delivery_tag, requeue=True)
 
-    def start_consuming(self):
+    def start_consuming(self) -> None:
         """Process messages until ``cancel_event`` is set, or Ctrl-C.
 
         A lost connection is reopened (logged once at WARNING with its
         cause) and consuming resumes, until ``cancel_event`` is set.
         """
         self._check_open()
+        assert self._loop is not None  # opened
         self._consuming = True
         try:
             with self._consuming_session(self.settings.queue):
@@ -553,7 +611,7 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         finally:
             self._stop_consuming()
 
-    def _resume(self):
+    def _resume(self) -> None:
         try:
             self._reconnect(self.cancel_event)
         except CommunicationError as e:
@@ -562,8 +620,10 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         else:
             log.info('Consuming %r again', self.settings.queue)
 
-    def _handle(self, channel, tag, properties, body):
+    def _handle(self, channel: pika.channel.Channel, tag: int,
+                properties: pika.BasicProperties, body: bytes) -> None:
         loop = self._loop
+        assert loop is not None  # opened
         if channel is not loop.channel:
             return  # from a dead connection: the broker delivers it again
         message_id = properties.message_id or properties.correlation_id or tag
@@ -573,6 +633,7 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             message_id, self.settings.max_message_size)
         try:
             if outcome.reply is not None:
+                assert properties.reply_to is not None  # only requests get a reply
                 loop.submit(functools.partial(
                     self._reply, properties.reply_to,
                     properties.correlation_id, outcome.reply))
@@ -582,33 +643,34 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             log.warning('Cannot settle message %s, the broker will deliver it '
                         'again: %s', message_id, e)
 
-    def _reply(self, reply_to, correlation_id, body, channel):
+    def _reply(self, reply_to: str, correlation_id: Optional[str], body: bytes,
+               channel: pika.channel.Channel) -> None:
         self._after_drain()
         channel.basic_publish('', reply_to, body, pika.BasicProperties(
             content_type=codec.REPLY_CONTENT_TYPE,
             correlation_id=correlation_id))
 
-    def _ack(self, tag, channel):
+    def _ack(self, tag: int, channel: pika.channel.Channel) -> None:
         self._ack_upto = tag
 
-    def _reject(self, tag, channel):
+    def _reject(self, tag: int, channel: pika.channel.Channel) -> None:
         self._after_drain()
         channel.basic_reject(tag, requeue=False)
 
-    def _after_drain(self):
+    def _after_drain(self) -> None:
         """Send the batched acknowledgement (I/O thread)."""
         if self._ack_upto is not None:
             tag, self._ack_upto = self._ack_upto, None
+            assert self._loop is not None and self._loop.channel is not None
             self._loop.channel.basic_ack(tag, multiple=True)
 
-    def _stop_consuming(self):
+    def _stop_consuming(self) -> None:
         self._consuming = False
         loop = self._loop
         if loop is None or not loop.alive:
             return
-        consumer_tag = self._consumer_tag
         try:
-            loop.submit(lambda channel: channel.basic_cancel(consumer_tag))
+            loop.submit(self._cancel_consumer)
             while True:
                 channel, tag, _, _ = self._inbox.get_nowait()
                 if channel is loop.channel:
@@ -619,6 +681,14 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             log.debug('Connection lost while stopping: %s', e)
 
 
-def _requeue(tag, channel):
+    def _cancel_consumer(self, channel: pika.channel.Channel) -> None:
+        # Runs after _consume (operations run in order), unless consuming
+        # never started on this channel.
+        if self._consumer_tag is not None:
+            channel.basic_cancel(self._consumer_tag)
+            self._consumer_tag = None
+
+
+def _requeue(tag: int, channel: pika.channel.Channel) -> None:
     channel.basic_nack(tag, requeue=True)
 

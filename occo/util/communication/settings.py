@@ -52,7 +52,11 @@ key                      default         meaning
 ======================== =============== =========================================
 """
 
+from __future__ import annotations
+
 import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Optional, TypeVar, cast, overload
 
 from ..exceptions import ConfigurationError
 
@@ -65,6 +69,8 @@ _SSL_OPTION_KEYS = {'ca_file', 'cert_file', 'key_file', 'server_hostname',
 
 _MISSING = object()
 
+_Number = TypeVar('_Number', int, float)
+
 
 class Settings:
     """Validated configuration of one communication object.
@@ -73,8 +79,8 @@ class Settings:
     :raises ConfigurationError: naming the key whose value is invalid.
     """
 
-    def __init__(self, config):
-        self.protocol = config.get('protocol')
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.protocol: Optional[str] = config.get('protocol')
         if config.get('url') is not None:
             config = dict(config, **_from_urls(config['url']))
         self.ssl = _flag(config, 'ssl', False)
@@ -122,9 +128,9 @@ class Settings:
         self.max_message_size = _number(config, 'max_message_size',
                                         4 * 1024 * 1024, int, minimum=1)
 
-    def queue_arguments(self):
+    def queue_arguments(self) -> Optional[dict[str, Any]]:
         """The ``x-`` arguments every declaration of the queue carries."""
-        arguments = {}
+        arguments: dict[str, Any] = {}
         if self.queue_type == 'quorum':
             arguments['x-queue-type'] = 'quorum'
         if self.delivery_limit is not None:
@@ -134,24 +140,24 @@ class Settings:
         return arguments or None
 
     @property
-    def password(self):
+    def password(self) -> str:
         """The password; kept out of ``repr`` and ``vars``-based dumps."""
         return self._password
 
     @property
-    def endpoint(self):
+    def endpoint(self) -> str:
         """Text naming user, host, port and vhost, for error messages."""
         return "user {!r} at {}, vhost {!r}".format(
             self.user, ', '.join('{}:{}'.format(*h) for h in self.hosts),
             self.vhost)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Settings {}://{}:***@{}:{}/{} queue={!r}>'.format(
             'amqps' if self.ssl else 'amqp', self.user, self.host, self.port,
             urllib.parse.quote(self.vhost, safe=''), self.queue)
 
 
-def _from_urls(urls):
+def _from_urls(urls: object) -> dict[str, Any]:
     """The keys an ``amqp://`` URL (or a list of them) stands for."""
     if isinstance(urls, str):
         urls = [urls]
@@ -164,7 +170,7 @@ def _from_urls(urls):
     return keys
 
 
-def _parse_url(url):
+def _parse_url(url: object) -> dict[str, Any]:
     if not isinstance(url, str):
         raise ConfigurationError("configuration key 'url' must be a string")
     parts = urllib.parse.urlsplit(url)
@@ -178,8 +184,9 @@ def _parse_url(url):
         raise ConfigurationError(
             "configuration key 'url' has an invalid port") from None
     ssl = parts.scheme == 'amqps'
-    keys = {'host': parts.hostname, 'port': port or (5671 if ssl else 5672),
-            'ssl': ssl}
+    keys: dict[str, Any] = {
+        'host': parts.hostname, 'port': port or (5671 if ssl else 5672),
+        'ssl': ssl}
     if parts.username is not None:
         keys['user'] = urllib.parse.unquote(parts.username)
     if parts.password is not None:
@@ -195,7 +202,7 @@ def _parse_url(url):
     return keys
 
 
-def _hosts(config, default_port):
+def _hosts(config: Mapping[str, Any], default_port: int) -> list[tuple[str, int]]:
     hosts = _get(config, 'host', 'localhost')
     if isinstance(hosts, str):
         hosts = [hosts]
@@ -214,7 +221,7 @@ def _hosts(config, default_port):
     return result
 
 
-def _ssl_options(config):
+def _ssl_options(config: Mapping[str, Any]) -> dict[str, Any]:
     options = _get(config, 'ssl_options', {})
     if not isinstance(options, dict):
         raise ConfigurationError(
@@ -227,21 +234,27 @@ def _ssl_options(config):
     return dict(options)
 
 
-def _choice(config, key, default, choices):
+def _choice(config: Mapping[str, Any], key: str, default: str,
+            choices: tuple[str, ...]) -> str:
     value = _get(config, key, default)
     if value not in choices:
         raise ConfigurationError(
             'configuration key {!r} must be one of {}, got {!r}'.format(
                 key, ', '.join(choices), value))
-    return value
+    return cast(str, value)  # one of choices
 
 
-def _get(config, key, default):
+def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
     value = config.get(key, _MISSING)
     return default if value is _MISSING or value is None else value
 
 
-def _text(config, key, default):
+@overload
+def _text(config: Mapping[str, Any], key: str, default: str) -> str: ...
+@overload
+def _text(config: Mapping[str, Any], key: str, default: None) -> Optional[str]: ...
+def _text(config: Mapping[str, Any], key: str,
+          default: Optional[str]) -> Optional[str]:
     value = _get(config, key, default)
     if value is not None and not isinstance(value, str):
         raise ConfigurationError(
@@ -250,7 +263,7 @@ def _text(config, key, default):
     return value
 
 
-def _flag(config, key, default):
+def _flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
     value = _get(config, key, default)
     if not isinstance(value, bool):
         raise ConfigurationError(
@@ -259,7 +272,14 @@ def _flag(config, key, default):
     return value
 
 
-def _number(config, key, default, kind, minimum):
+@overload
+def _number(config: Mapping[str, Any], key: str, default: _Number,
+            kind: type[_Number], minimum: float) -> _Number: ...
+@overload
+def _number(config: Mapping[str, Any], key: str, default: None,
+            kind: type[_Number], minimum: float) -> Optional[_Number]: ...
+def _number(config: Mapping[str, Any], key: str, default: Optional[_Number],
+            kind: type[_Number], minimum: float) -> Optional[_Number]:
     value = _get(config, key, default)
     if value is None:
         return None

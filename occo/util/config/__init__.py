@@ -22,10 +22,13 @@ file::
 configuration can be shown without leaking credentials.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Optional, Union, cast
 
 import yaml
 
@@ -40,8 +43,11 @@ _URL_PASSWORD = re.compile(
 _KIND = {dict: 'a mapping', list: 'a list', str: 'a string', int: 'an integer',
          float: 'a number', bool: 'a boolean', bytes: 'binary data'}
 
+#: What YAML can be read from: the text itself, or a file open for reading.
+_YAMLSource = Union[str, bytes, IO[str], IO[bytes]]
 
-def mask_secrets(obj):
+
+def mask_secrets(obj: Any) -> Any:
     """Return a copy of *obj* in which passwords are replaced by ``'***'``.
 
     The value of every mapping key named ``password``, or ending in
@@ -66,11 +72,17 @@ def mask_secrets(obj):
     return obj
 
 
-def _is_password_key(key):
+def _is_password_key(key: object) -> bool:
     return isinstance(key, str) and key.lower().endswith('password')
 
 
-class YAMLLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+if TYPE_CHECKING:  # CSafeLoader has SafeLoader's API, but is not a subclass
+    _SafeLoaderBase = yaml.SafeLoader
+else:
+    _SafeLoaderBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+
+class YAMLLoader(_SafeLoaderBase):
     """Safe YAML loader with the ``!yaml_import`` tag.
 
     It is :class:`yaml.SafeLoader` (the C implementation when available);
@@ -81,12 +93,13 @@ class YAMLLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
         relative paths; ``None`` means the current directory.
     """
 
-    def __init__(self, stream, base_dir=None, _importing=()):
+    def __init__(self, stream: _YAMLSource, base_dir: Optional[str] = None,
+                 _importing: tuple[str, ...] = ()) -> None:
         super().__init__(stream)
         self.base_dir = base_dir
         self._importing = _importing
 
-    def construct_yaml_import(self, node):
+    def construct_yaml_import(self, node: yaml.ScalarNode) -> Any:
         """Load the file named by the scalar *node* (a path or ``file://``)."""
         url = self.construct_scalar(node)
         path = url[len('file://'):] if url.startswith('file://') else url
@@ -107,7 +120,7 @@ class YAMLLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
 YAMLLoader.add_constructor('!yaml_import', YAMLLoader.construct_yaml_import)
 
 
-def yaml_load_safe(stream_or_string, name=None):
+def yaml_load_safe(stream_or_string: _YAMLSource, name: Optional[str] = None) -> Any:
     """Parse one YAML document with :class:`YAMLLoader`.
 
     ``!yaml_import`` reads local files, so use this for configuration, not
@@ -128,7 +141,8 @@ def yaml_load_safe(stream_or_string, name=None):
                  ())
 
 
-def _load(stream_or_string, name, importing):
+def _load(stream_or_string: _YAMLSource, name: Optional[str],
+          importing: tuple[str, ...]) -> Any:
     path = os.path.abspath(name) if name else None
     loader = YAMLLoader(stream_or_string, path and os.path.dirname(path),
                         importing + (path,) if path else importing)
@@ -140,12 +154,14 @@ def _load(stream_or_string, name, importing):
         loader.dispose()
 
 
-def _describe(error, name):
+def _describe(error: yaml.YAMLError, name: str) -> str:
     mark = getattr(error, 'problem_mark', None)
     if mark is None:  # e.g. a control character: no line to show
         return 'cannot parse {}: {}'.format(name, str(error).splitlines()[0])
+    # Only a MarkedYAMLError has a problem_mark.
     return 'cannot parse {}, line {}, column {}: {}'.format(
-        name, mark.line + 1, mark.column + 1, error.problem)
+        name, mark.line + 1, mark.column + 1,
+        cast(yaml.MarkedYAMLError, error).problem)
 
 
 class Config:
@@ -157,10 +173,14 @@ class Config:
     :param values: the configuration; every key becomes an attribute.
     """
 
-    def __init__(self, **values):
+    def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
 
-    def as_dict(self):
+    if TYPE_CHECKING:
+        # The attributes are the configuration's keys, known only at run time.
+        def __getattr__(self, name: str) -> Any: ...
+
+    def as_dict(self) -> dict[str, Any]:
         """Return the configuration values as a new :class:`dict`.
 
         :returns: a shallow copy; private attributes (``_name``) are left out.
@@ -168,7 +188,7 @@ class Config:
         return {key: value for key, value in vars(self).items()
                 if not key.startswith('_')}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '{}({})'.format(type(self).__name__, ', '.join(
             '{}={!r}'.format(key, value)
             for key, value in mask_secrets(self.as_dict()).items()))
@@ -189,7 +209,8 @@ class DefaultConfig(Config):
         not a string, starts with ``_`` or hides a method (``parse_args``).
     """
 
-    def __init__(self, defaults, cfg_path=None, **parser_kwargs):
+    def __init__(self, defaults: Optional[Mapping[str, Any]],
+                 cfg_path: Optional[str] = None, **parser_kwargs: Any) -> None:
         source = cfg_path or '<defaults>'
         if defaults is None:
             defaults = {}
@@ -211,7 +232,7 @@ class DefaultConfig(Config):
                                  argparse.ArgumentDefaultsHelpFormatter)
         self._parser = argparse.ArgumentParser(**parser_kwargs)
 
-    def add_argument(self, *names, **kwargs):
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
         """Declare a command-line option, as
         :meth:`argparse.ArgumentParser.add_argument` does.
 
@@ -225,7 +246,8 @@ class DefaultConfig(Config):
             action.default = getattr(self, action.dest)
         return action
 
-    def parse_args(self, args=None, parser=None):
+    def parse_args(self, args: Optional[Sequence[str]] = None,
+                   parser: Optional[argparse.ArgumentParser] = None) -> DefaultConfig:
         """Override configuration values with command-line arguments.
 
         :param args: the arguments, without the program name; ``None`` means
@@ -257,7 +279,8 @@ class DefaultYAMLConfig(DefaultConfig):
         :func:`yaml_load_safe`) or its top level is not a mapping.
     """
 
-    def __init__(self, stream_or_string, cfg_path=None, **parser_kwargs):
+    def __init__(self, stream_or_string: _YAMLSource, cfg_path: Optional[str] = None,
+                 **parser_kwargs: Any) -> None:
         name = cfg_path or getattr(stream_or_string, 'name', None)
         name = name if isinstance(name, str) else None
         super().__init__(yaml_load_safe(stream_or_string, name),
