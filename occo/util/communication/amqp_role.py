@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the three AMQP classes share: connecting, with retries, and reconnecting.
+
+``_MQRole`` turns :class:`~occo.util.communication.settings.Settings`
+into pika connection parameters (one per host, TLS included), opens an
+:class:`~occo.util.communication.amqp_loop.AmqpLoop` trying each host in
+turn for ``connection_attempts`` rounds spaced by ``retry_delay`` (doubling,
+at most :data:`MAX_RETRY_DELAY`), and replaces a dead loop, logging each loss
+once at WARNING and each reconnect at INFO with its duration.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional
+
+import pika
+import pika.channel
+
+from ..exceptions import CommunicationError, ConfigurationError
+from ..exceptions import CriticalError
+from . import codec
+from .amqp_loop import AmqpLoop, _Step
+from .comm import warn_unknown_keys
+from .settings import Settings
+
+__all__ = ['MAX_RETRY_DELAY']
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between two connection attempts, in seconds.
+MAX_RETRY_DELAY = 5.0
+
+
+class _MQRole:
+    """Connection handling shared by the three AMQP classes."""
+
+    _loop: Optional[AmqpLoop] = None
+    _reported_loss: Optional[AmqpLoop] = None
+    #: Hook run by the I/O thread after each batch (see AmqpLoop).
+    _after_drain: Optional[Callable[[], None]] = None
+    #: ``_setup(channel, done)``, run by the I/O thread on a new channel
+    #: (see AmqpLoop); each class defines it.
+    _setup: Callable[[pika.channel.Channel, Callable[[], None]], None]
+
+    def _configure(self, config: Mapping[str, Any]) -> None:
+        warn_unknown_keys(config)
+        self.settings = Settings(config)
+        self._ids = itertools.count(1)
+        self._id_prefix = '{:x}.{:x}.'.format(os.getpid(), id(self))
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return '<{} amqp://{}@{}:{}/{} queue={!r}>'.format(
+            type(self).__name__, s.user, s.host, s.port, s.vhost, s.queue)
+
+    def _parameters(self) -> list[pika.ConnectionParameters]:
+        """One :class:`pika.ConnectionParameters` per host, in trying order."""
+        s = self.settings
+        hosts = list(s.hosts)
+        if s.host_selection == 'shuffle':
+            random.shuffle(hosts)
+        credentials = pika.PlainCredentials(s.user, s.password)
+        name = '{} pid {}'.format(type(self).__name__, os.getpid())
+        return [pika.ConnectionParameters(
+            host=host, port=port, virtual_host=s.vhost, credentials=credentials,
+            heartbeat=s.heartbeat, connection_attempts=1,
+            socket_timeout=s.connect_timeout, stack_timeout=s.connect_timeout,
+            ssl_options=_ssl_options(s, host) if s.ssl else None,
+            client_properties={'connection_name': name})
+            for host, port in hosts]
+
+    def _connect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
+        """Open a new loop: each host in turn, ``connection_attempts`` rounds.
+
+        :raises CommunicationError: with the cause of the last failure.
+        :raises ConfigurationError: when the queue exists with other
+            arguments.
+        """
+        s = self.settings
+        error: Optional[CommunicationError]
+        delay, error = s.retry_delay, None
+        for attempt in range(1, s.connection_attempts + 1):
+            if attempt > 1:
+                if _pause(delay, cancel_event):
+                    break
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+            for parameters in self._parameters():
+                endpoint = "user {!r} at {}:{}, vhost {!r}".format(
+                    s.user, parameters.host, parameters.port, s.vhost)
+                loop = AmqpLoop(parameters, endpoint, self._setup,
+                                self._on_lost, self._after_drain)
+                try:
+                    loop.start(s.connect_timeout)
+                except CriticalError as e:
+                    if e.http_code == 406:
+                        raise ConfigurationError(
+                            'queue {!r} exists with other arguments than '
+                            'configured: {}'.format(s.queue, e.reason)) from e
+                    raise
+                except CommunicationError as e:
+                    error = e
+                    log.debug('Cannot connect (attempt %d): %s', attempt, e)
+                else:
+                    self._loop = loop
+                    return loop
+        assert error is not None  # every host was tried and failed
+        raise error
+
+    def _reconnect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
+        """Replace a dead loop with a new one; log the cause once."""
+        lost = self._loop
+        assert lost is not None  # only an opened object reconnects
+        if lost is not self._reported_loss:
+            self._reported_loss = lost
+            lost.stop(timeout=2)
+            log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
+                        lost.error)
+        loop = self._connect(cancel_event)
+        log.info('Reconnected to %s %.2f s after the connection was lost',
+                 loop.endpoint, time.monotonic() - (lost.failed_at or time.monotonic()))
+        return loop
+
+    def _open(self) -> None:
+        self._connect()
+
+    def _close(self) -> None:
+        if self._loop is not None:
+            self._loop.stop()
+
+    def _on_lost(self, error: CommunicationError) -> None:
+        """Called on the I/O thread when the connection died."""
+
+    def _declare_steps(self, channel: pika.channel.Channel,
+                       names: Iterable[Optional[str]]) -> list[_Step]:
+        durable = self.settings.durable
+        arguments = self.settings.queue_arguments()
+        return [functools.partial(_declare, channel, name, durable, arguments)
+                for name in names if name]
+
+    def _check_size(self, body: bytes) -> None:
+        codec.check_size(body, self.settings.max_message_size)
+
+    def _next_id(self) -> str:
+        return self._id_prefix + str(next(self._ids))
+
+    def _target(self, routing_key: Optional[str]) -> str:
+        """The routing key of one message: the call's, else the configured."""
+        target = routing_key or self.settings.routing_key
+        if target is None:
+            raise ConfigurationError(
+                "missing configuration key 'routing_key' (or 'queue'): "
+                "where should the message go?")
+        return target
+
+
+def _ssl_options(settings: Settings, host: str) -> pika.SSLOptions:
+    """TLS for ``host`` from ``ssl_options``; certificates verified by default."""
+    options = settings.ssl_options
+    context = ssl.create_default_context(cafile=options.get('ca_file'))
+    if not options.get('verify', True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.get('cert_file'):
+        context.load_cert_chain(options['cert_file'], options.get('key_file'))
+    return pika.SSLOptions(context, options.get('server_hostname') or host)
+
+
+def _pause(seconds: float, cancel_event: Optional[threading.Event]) -> bool:
+    """Sleep ``seconds``; return ``True`` early if ``cancel_event`` is set."""
+    if cancel_event is None:
+        time.sleep(seconds)
+        return False
+    return cancel_event.wait(seconds)
+
+
+def _declare(channel: pika.channel.Channel, name: str, durable: bool,
+             arguments: Optional[dict[str, Any]], done: Callable[..., None]) -> None:
+    channel.queue_declare(name, durable=durable, arguments=arguments,
+                          callback=done)
