@@ -19,15 +19,20 @@ Commands
     a line, with the fields ``n``, ``queue``, ``message`` and, when
     answering, ``result`` or ``error``). RPC callers get ``null`` unless
     ``--echo`` sends the message back, or ``--processor module:function``
-    calls ``function(message)`` and sends its result (or its exception).
-    ``--count N`` stops after N messages; Ctrl-C and SIGTERM stop it cleanly.
-    It writes ``consuming QUEUE ...`` on standard error once the queue is
-    declared: from then on nothing sent to the queue is lost.
+    calls ``function(message)`` for every message (the current directory
+    is importable) and sends its result, or its exception, to RPC callers.
+    ``--count N`` stops after N messages; messages received ahead go back to
+    the queue. Ctrl-C and SIGTERM stop it cleanly (status 0). It writes
+    ``consuming QUEUE ...`` on standard error once the queue is declared:
+    from then on nothing sent to the queue is lost.
 ``occo-comm check``
     Connect, declare, publish and consume step by step and report each step
     (``dns``, ``tcp``, ``tls``, ``auth``, ``vhost``, ``declare``,
     ``publish``, ``consume``) as ``ok``, ``FAIL`` with the reason, or
-    ``skip``; see :mod:`~occo.util.communication.diagnose`.
+    ``skip``; see :mod:`~occo.util.communication.diagnose`. Like any
+    producer, it declares the configured queue (creating it if missing);
+    the probe message goes through a temporary queue. ``--timeout S``
+    (default 5) bounds each step. Status 0 when no step failed, else 3.
 ``occo-comm bench``
     Throughput (``-n`` messages pushed, then consumed) and RPC latency
     (p50/p99 of ``--calls`` sequential calls against an echo consumer in the
@@ -119,8 +124,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return _fail(args, 'interrupted', EXIT_INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (``| head``): nothing left to say to it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return EXIT_OK
     except Exception as e:
         return _fail(args, 'unexpected {}: {}'.format(type(e).__name__, e),
@@ -273,7 +277,7 @@ def broker_config(args, memory_default=False):
     :raises ConfigurationError: when it has no such section.
     """
     config = _read_section(args.config, args.section) if args.config else None
-    url = args.url or (None if config else os.environ.get(ENV_URL) or None)
+    url = args.url or (os.environ.get(ENV_URL) if config is None else None)
     if url:
         config = dict(config or {}, protocol='amqp', url=url)
     elif config is None:
@@ -306,6 +310,19 @@ def _queue_name(config):
 
 
 # -- output -----------------------------------------------------------------
+def _silence_stdout():
+    """The reader went away (``| head``): send what is left to nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _print_line(line):
+    """``print``, quiet once the reader of standard output went away."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
 def _json_default(value):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {'base64': base64.b64encode(bytes(value)).decode('ascii')}
@@ -340,10 +357,10 @@ def _parse(text, as_json, where):
 def _cmd_demo(args):
     config = broker_config(args, memory_default=True)
     if config is None or config.get('protocol') != 'amqp':
-        return run_demo(config)
+        return run_demo(config, out=_print_line)
     queue = 'occo-demo-' + os.urandom(4).hex()
     try:
-        return run_demo(config, queue=queue)
+        return run_demo(config, out=_print_line, queue=queue)
     finally:
         diagnose.delete_queues(config, [queue])
 
@@ -491,7 +508,7 @@ class _Printer:
         except BrokenPipeError:
             self.output_closed = True
             self.cancel.set()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _silence_stdout()
             raise _OutputClosed() from None
         if 'error' in record and not self.as_json:
             print('warning: processor failed on message {}: {}: {}'.format(

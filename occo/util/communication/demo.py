@@ -32,12 +32,14 @@ def run_demo(mqconfig=None, out=print, queue=None):
 
     :param mqconfig: the connection configuration; ``None`` uses the
         ``memory`` backend.
-    :param out: where the lines go.
+    :param out: where the lines go; called by one thread at a time (the
+        consumer runs in a thread of its own).
     :param queue: the (transient) queue of the tour; by default a fresh
         ``occo-demo-...`` name. The tour does not delete it: on RabbitMQ the
         caller may.
     """
     queue = queue or 'occo-demo-' + uuid.uuid4().hex[:8]
+    out = _serialized(out)
     config = {'protocol': 'memory'}
     config.update(mqconfig or {})
     config.update(queue=queue, routing_key=queue, durable=False)
@@ -55,6 +57,16 @@ def run_demo(mqconfig=None, out=print, queue=None):
         finally:
             cancel.set()
             thread.join(10)
+
+
+def _serialized(out):
+    """``out`` behind a lock: ``print`` from two threads mixes lines."""
+    lock = threading.Lock()
+
+    def locked(line):
+        with lock:
+            out(line)
+    return locked
 
 
 def _tour(config, out):

@@ -55,7 +55,12 @@ __all__ = ['Step', 'OK', 'FAIL', 'SKIP', 'run_check', 'delete_queues',
 
 log = logging.getLogger(__name__)
 
-OK, FAIL, SKIP = 'ok', 'FAIL', 'skip'
+#: Status of a step that worked.
+OK = 'ok'
+#: Status of a step that failed; ``check`` then exits with status 3.
+FAIL = 'FAIL'
+#: Status of a step not run, because one it needs failed.
+SKIP = 'skip'
 
 #: One line of the check report: ``status`` is :data:`OK`, :data:`FAIL` or
 #: :data:`SKIP`; ``name`` the step; ``detail`` what happened, never a password.
