@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import collections
 import logging
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import pika
 import pika.channel
 import pika.exceptions as pe
+from pika.adapters import select_connection
 from pika.adapters.utils import connection_workflow as workflow
 from pika.adapters.utils.io_services_utils import \
     _AsyncPlaintextTransport as _PlaintextTransport
@@ -45,6 +47,8 @@ from ..exceptions import CommunicationError, CriticalError, TransientError
 __all__ = ['AmqpLoop', 'translate_error', 'run_steps']
 
 log = logging.getLogger(__name__)
+
+_HAS_EPOLL = hasattr(select, 'epoll')
 
 #: Frames are sent once this many bytes wait in a batch.
 _BATCH_BYTES = 256 * 1024
@@ -102,6 +106,64 @@ class _BatchingConnection(pika.SelectConnection):
             transport._on_socket_writable()  # type: ignore[attr-defined]
 
 
+class _TurnReleasingEpoll:
+    """An epoll object that gives up the loop's turn while it waits.
+
+    The I/O thread holds the *turn* (a lock) whenever it runs pika code and
+    releases it only while it blocks in ``epoll_wait``. A calling thread that
+    finds the turn free may therefore run pika itself, on the spot, instead
+    of handing the work over and waiting for the I/O thread to wake up
+    (:meth:`AmqpLoop.run_now`).
+    """
+
+    __slots__ = ('_epoll', '_turn')
+
+    def __init__(self, epoll: Any, turn: threading.Lock) -> None:
+        self._epoll = epoll
+        self._turn = turn
+
+    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        self._turn.release()
+        try:
+            return self._epoll.poll(timeout)  # type: ignore[no-any-return]
+        finally:
+            self._turn.acquire()
+
+    def register(self, fileno: int, events: int) -> None:
+        self._epoll.register(fileno, events)
+
+    def modify(self, fileno: int, events: int) -> None:
+        self._epoll.modify(fileno, events)
+
+    def unregister(self, fileno: int) -> None:
+        self._epoll.unregister(fileno)
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class _TurnPoller(select_connection.EPollPoller):
+    def __init__(self, turn: threading.Lock, **kwargs: Any) -> None:
+        self._turn = turn
+        super().__init__(**kwargs)
+
+    def _create_poller(self) -> _TurnReleasingEpoll:  # type: ignore[override]
+        return _TurnReleasingEpoll(select.epoll(), self._turn)
+
+
+class _TurnIOLoop(select_connection.IOLoop):
+    """pika's IOLoop on epoll, releasing ``turn`` only while it waits."""
+
+    def __init__(self, turn: threading.Lock) -> None:
+        self._turn = turn
+        super().__init__()
+
+    def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],  # type: ignore[override]
+                    process_timeouts: Callable[[], None]) -> _TurnPoller:
+        return _TurnPoller(self._turn, get_wait_seconds=get_wait_seconds,
+                           process_timeouts=process_timeouts)
+
+
 def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:
     """Run asynchronous ``steps`` one after the other, then call ``done()``.
 
@@ -143,6 +205,8 @@ class AmqpLoop:
         self._setup = setup
         self._on_lost = on_lost
         self._after_drain = after_drain
+        #: Held by whichever thread runs pika code; see _TurnReleasingEpoll.
+        self._turn = threading.Lock()
         self._outbox: collections.deque[_Operation] = collections.deque()
         self._wake_pending = False
         self._ready = threading.Event()
@@ -191,6 +255,28 @@ class AmqpLoop:
             assert self.connection is not None  # start() returned
             self.connection.ioloop.add_callback_threadsafe(self._drain)
 
+    def run_now(self, operation: _Operation) -> None:
+        """Run ``operation(channel)`` at once if the I/O thread is idle, else
+        :meth:`submit` it.
+
+        The I/O thread is idle while it waits for the network; the calling
+        thread then takes its turn, runs what is queued and ``operation``,
+        and writes the frames itself, which saves the wake-up of the I/O
+        thread (tens of microseconds, most of an RPC request's latency on a
+        loopback broker). Thread-safe; operations still run in order.
+
+        :raises CommunicationError: when the connection is lost.
+        """
+        if self._turn.acquire(blocking=False):
+            try:
+                if self.alive and self.channel is not None and self.channel.is_open:
+                    self._outbox.append(operation)
+                    self._drain()
+                    return
+            finally:
+                self._turn.release()
+        self.submit(operation)
+
     def take_unsent(self) -> list[_Operation]:
         """Remove and return the operations a dead loop did not run.
 
@@ -221,11 +307,13 @@ class AmqpLoop:
 
     # -- I/O thread ------------------------------------------------------
     def _run(self) -> None:
+        self._turn.acquire()
         try:
             self.connection = _BatchingConnection(
                 self._parameters, on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error,
-                on_close_callback=self._on_closed)
+                on_close_callback=self._on_closed,
+                custom_ioloop=_TurnIOLoop(self._turn) if _HAS_EPOLL else None)
             self.connection.ioloop.start()
         except Exception as e:
             log.exception('I/O loop of %s failed', self.endpoint)
@@ -234,6 +322,8 @@ class AmqpLoop:
             self._ready.set()
             if self.connection is not None:
                 self.connection.ioloop.close()
+            self._stopping = True   # run_now must not touch a closed loop
+            self._turn.release()
 
     def _drain(self) -> None:
         self._wake_pending = False

@@ -300,8 +300,8 @@ class MQRPCProducer(_MQRole, RPCProducer):
             loop = self._loop if self._loop.alive else self._reconnect()
             self._waiting[correlation_id] = slot
         try:
-            loop.submit(functools.partial(self._publish, routing_key, body,
-                                          properties))
+            loop.run_now(functools.partial(self._publish, routing_key, body,
+                                           properties))
         except CommunicationError:
             self._waiting.pop(correlation_id, None)
             raise
@@ -336,6 +336,7 @@ class MQRPCProducer(_MQRole, RPCProducer):
                         properties.correlation_id)
             return
         slot.set(body=body)
+        time.sleep(0)  # hand the GIL to the waiting caller now
 
     def _on_return(self, channel: pika.channel.Channel,
                    method: pika.spec.Basic.Return,
@@ -485,7 +486,7 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
                 loop.submit(functools.partial(
                     self._reply, properties.reply_to,
                     properties.correlation_id, outcome.reply))
-            loop.submit(functools.partial(
+            loop.run_now(functools.partial(
                 self._ack if outcome.ack else self._reject, tag))
         except CommunicationError as e:
             log.warning('Cannot settle message %s, the broker will deliver it '
