@@ -147,7 +147,7 @@ class _TurnPoller(select_connection.EPollPoller):
         self._turn = turn
         super().__init__(**kwargs)
 
-    def _create_poller(self) -> _TurnReleasingEpoll:  # type: ignore[override]
+    def _create_poller(self) -> _TurnReleasingEpoll:
         return _TurnReleasingEpoll(select.epoll(), self._turn)
 
 
@@ -158,7 +158,7 @@ class _TurnIOLoop(select_connection.IOLoop):
         self._turn = turn
         super().__init__()
 
-    def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],  # type: ignore[override]
+    def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],
                     process_timeouts: Callable[[], None]) -> _TurnPoller:
         return _TurnPoller(self._turn, get_wait_seconds=get_wait_seconds,
                            process_timeouts=process_timeouts)

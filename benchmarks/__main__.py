@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Command line: ``python -m benchmarks [--quick] [--cases a,b] ...``.
+
+Runs each selected case in a child process (:mod:`benchmarks.runner`) with
+a time limit, prints one table of all rows, checks the goals, writes the
+JSON file and the total elapsed time. A case that fails or hits its limit
+gets an error row; the other cases still run, and the exit code is 0 as
+long as the table could be produced (slow is not a failure). The exit
+code is 2 for bad arguments.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import raw, report
+from .cases import CASES, NEEDS_BROKER, error_text, make_row
+from .workload import Workload, read_ledger
+
+#: A load average above this after a case means more than the benchmark
+#: itself (broker, client, servers: about 2-3 on 2 cores) was running.
+BUSY_LOAD = 4.0
+
+DEFAULT_JSON = os.path.relpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'results', 'latest.json'))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='python -m benchmarks',
+        description='Benchmark occo.util.communication against raw pika.')
+    parser.add_argument('--quick', action='store_true',
+                        help='small counts, one run: a smoke run')
+    parser.add_argument('--json', default=DEFAULT_JSON, metavar='PATH',
+                        help='where to write the results (default: %(default)s)')
+    parser.add_argument('--cases', default=','.join(CASES),
+                        help='comma-separated cases (default: all): '
+                        + ', '.join(CASES))
+    parser.add_argument('--size', type=int, default=100,
+                        help='message size in bytes, e.g. 100 or 10240 '
+                        '(default: %(default)s)')
+    parser.add_argument('--runs', type=int, default=None,
+                        help='timed runs per implementation, the row shows '
+                        'the median (default: 3, 1 with --quick)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='multiply every message count (default: 1)')
+    parser.add_argument('--case-timeout', type=float, default=None,
+                        help='seconds before a case is killed (default: 300, '
+                        '90 with --quick)')
+    args = parser.parse_args(argv)
+    args.cases = [c.strip() for c in args.cases.split(',') if c.strip()]
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error('unknown case(s) {}; known: {}'.format(
+            ', '.join(unknown), ', '.join(CASES)))
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.runs < 1 or args.size < 1 or args.scale <= 0:
+        parser.error('--runs, --size and --scale must be positive')
+    if args.case_timeout is None:
+        args.case_timeout = 90.0 if args.quick else 300.0
+    return args
+
+
+def run_case(name, workload, timeout):
+    """Run case ``name`` in a child process; return its rows.
+
+    The child gets its own session, so on timeout the whole group (the
+    case and its server processes) is killed by its process group id. The
+    child records each queue name in a ledger file before using it; the
+    queues listed there are deleted afterwards, also after a kill.
+    """
+    fd, out_path = tempfile.mkstemp(prefix='bench-', suffix='.json')
+    os.close(fd)
+    fd, ledger = tempfile.mkstemp(prefix='bench-', suffix='.queues')
+    os.close(fd)
+    config = dict(workload.to_dict(), ledger=ledger)
+    command = [sys.executable, '-m', 'benchmarks.runner', name,
+               json.dumps(config), out_path]
+    try:
+        child = subprocess.Popen(command, stdout=sys.stderr,
+                                 start_new_session=True)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(10)
+            return [make_row(name, name, '-', '-', errors=[
+                'killed after {:g} s (--case-timeout)'.format(timeout)])]
+        try:
+            with open(out_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return [make_row(name, name, '-', '-', errors=[
+                'case process exited with code {} and no result'.format(code)])]
+    finally:
+        os.unlink(out_path)
+        _delete_leftovers(workload, ledger)
+
+
+def _delete_leftovers(workload, ledger):
+    """Delete every queue the case named (normally gone already: deleting
+    a missing queue is harmless). This catches the queues of a killed case.
+    """
+    queues = read_ledger(ledger)
+    os.unlink(ledger)
+    if queues:
+        try:
+            raw.delete_queues(workload, queues)
+        except Exception as e:  # e.g. broker unreachable: nothing was made
+            print('could not delete queues {}: {}'.format(
+                queues, error_text(e)), file=sys.stderr)
+
+
+def _loadavg():
+    """The 1-minute load average: other work on the machine skews rates."""
+    return os.getloadavg()[0]
+
+
+def environment(workload, need_broker):
+    """Versions and machine facts recorded with the results."""
+    import pika
+    env = {'python': platform.python_version(), 'pika': pika.__version__,
+           'platform': platform.platform(), 'cpus': os.cpu_count(),
+           'loadavg_start': _loadavg(), 'broker': None}
+    if need_broker:
+        try:
+            env['broker'] = raw.broker_version(workload)
+        except Exception as e:  # the cases will report it in their rows
+            env['broker'] = 'broker unreachable ({})'.format(error_text(e))
+    return env
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    started = time.monotonic()
+    workload = Workload(size=args.size, runs=args.runs, quick=args.quick,
+                        scale=args.scale)
+    env = environment(workload, any(c in NEEDS_BROKER for c in args.cases))
+    print('occo.util.communication benchmarks: {} B messages, {} run(s), '
+          '{}; Python {}, pika {}, {}, {} CPUs, load {:.2f}'.format(
+              len(workload.body), workload.runs,
+              'quick' if args.quick else 'full', env['python'], env['pika'],
+              env['broker'] or 'no broker', env['cpus'], env['loadavg_start']),
+          flush=True)
+    if env['loadavg_start'] > 1.0:
+        print('warning: load average {:.2f} before starting: other work on '
+              'this machine will skew the numbers'.format(env['loadavg_start']),
+              flush=True)
+    rows = []
+    timings = {}
+    for name in args.cases:
+        print('running {} ...'.format(name), file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        rows += run_case(name, workload, args.case_timeout)
+        timings[name] = {'elapsed_s': time.monotonic() - t0,
+                         'loadavg_end': _loadavg()}
+        print('  {} done in {:.1f} s (load {:.2f})'.format(
+            name, timings[name]['elapsed_s'], timings[name]['loadavg_end']),
+              file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - started
+    env['loadavg_end'] = _loadavg()
+    goals = report.evaluate_goals(rows)
+
+    print()
+    print(report.format_table(rows))
+    if goals:
+        print()
+        print('Goals:')
+        print(report.format_goals(goals))
+    print()
+    print('Total elapsed: {:.1f} s (load average {:.2f} at start, {:.2f} at '
+          'end)'.format(elapsed, env['loadavg_start'], env['loadavg_end']))
+    busy = {n: t['loadavg_end'] for n, t in timings.items()
+            if t['loadavg_end'] > BUSY_LOAD}
+    if busy:
+        print('warning: load average above {} after {}: other work competed '
+              'for the cores; rerun on a quiet machine'.format(
+                  BUSY_LOAD, ', '.join('{} ({:.1f})'.format(n, l)
+                                       for n, l in busy.items())))
+    report.write_json(args.json, {
+        'suite': 'occo.util.communication benchmarks',
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        'command': ['python', '-m', 'benchmarks'] + list(
+            sys.argv[1:] if argv is None else argv),
+        'workload': workload.to_dict(),
+        'message_bytes': len(workload.body),
+        'environment': env,
+        'elapsed_s': elapsed,
+        'cases': timings,
+        'rows': rows,
+        'goals': goals,
+    })
+    print('JSON written to {}'.format(args.json))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
