@@ -336,7 +336,6 @@ class MQRPCProducer(_MQRole, RPCProducer):
                         properties.correlation_id)
             return
         slot.set(body=body)
-        time.sleep(0)  # hand the GIL to the waiting caller now
 
     def _on_return(self, channel: pika.channel.Channel,
                    method: pika.spec.Basic.Return,
