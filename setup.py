@@ -26,6 +26,7 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout>=2', 'build'],
         'docs': ['sphinx>=5'],
+        'lint': ['mypy', 'ruff', 'types-PyYAML', 'types-pika-ts'],
     },
     entry_points={'console_scripts': [
         'occo-comm = occo.util.communication.__main__:main']},

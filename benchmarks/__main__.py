@@ -183,8 +183,8 @@ def main(argv=None):
     if busy:
         print('warning: load average above {} after {}: other work competed '
               'for the cores; rerun on a quiet machine'.format(
-                  BUSY_LOAD, ', '.join('{} ({:.1f})'.format(n, l)
-                                       for n, l in busy.items())))
+                  BUSY_LOAD, ', '.join('{} ({:.1f})'.format(n, load)
+                                       for n, load in busy.items())))
     report.write_json(args.json, {
         'suite': 'occo.util.communication benchmarks',
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(

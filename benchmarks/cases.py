@@ -254,7 +254,7 @@ def rpc_threads(workload):
     threaded, sequential, errors = [], [], []
     try:
         with Servers(lib.echo_server, workload, queue, count=2) as servers:
-            for run in range(workload.runs):
+            for _run in range(workload.runs):
                 try:
                     t, s = lib.rpc_threads(workload, queue, n, threads,
                                            servers.pids, n_seq)

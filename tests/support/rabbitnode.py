@@ -393,7 +393,7 @@ class RabbitNode:
         # rabbitmqctl fails at once while the node is not registered with
         # epmd, and each call costs a second of CPU: poll epmd first. It
         # also proves that the node is ours (our distribution port).
-        while not _epmd_names().get(self.node.split('@')[0]) == self.dist_port:
+        while _epmd_names().get(self.node.split('@')[0]) != self.dist_port:
             if self._proc.poll() is not None:
                 raise self._error('exited with status {} while starting'.format(
                     self._proc.returncode))

@@ -36,7 +36,7 @@ Commands
 ``occo-comm bench``
     Throughput (``-n`` messages pushed, then consumed) and RPC latency
     (p50/p99 of ``--calls`` sequential calls against an echo consumer in the
-    same process).
+    same process); see :mod:`~occo.util.communication.bench`.
 
 Broker selection
 ----------------
@@ -66,6 +66,8 @@ shows tracebacks. Errors are one line on standard error, ``error: ...``.
 === ==========================================================================
 """
 
+from __future__ import annotations
+
 import argparse
 import base64
 import importlib
@@ -75,13 +77,14 @@ import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, Optional, TypeVar, overload
 
 from ..config import DefaultYAMLConfig
 from ..exceptions import ApplicationError, CommunicationError
 from ..exceptions import ConfigurationError
-from . import __version__, diagnose
-from .comm import AsynchronProducer, EventDrivenConsumer, Response
+from . import __version__, bench, diagnose
+from .comm import AsynchronProducer, EventDrivenConsumer, Message, Response
 from .comm import RPCProducer
 from .demo import run_demo
 
@@ -99,11 +102,16 @@ DEFAULT_QUEUE = 'occo-comm'
 ENV_URL = 'OCCO_AMQP_URL'
 
 
+#: What ``--processor`` or ``--echo`` selects: called with each message.
+_Function = Callable[[Message], Message]
+_Number = TypeVar('_Number', int, float)
+
+
 class UsageError(Exception):
     """The command line cannot be carried out as given (exit status 2)."""
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line; return the exit status.
 
     :param argv: the arguments without the program name; ``None`` means
@@ -112,7 +120,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except (UsageError, ConfigurationError) as e:
         return _fail(args, e, EXIT_USAGE)
     except ApplicationError as e:
@@ -131,7 +140,7 @@ def main(argv=None):
                      EXIT_UNEXPECTED)
 
 
-def _fail(args, error, code):
+def _fail(args: argparse.Namespace, error: object, code: int) -> int:
     """Report ``error`` in one line (after its traceback with ``-v``)."""
     if args.verbose:
         logging.getLogger(__name__).debug('failed', exc_info=True)
@@ -142,11 +151,11 @@ def _fail(args, error, code):
 class _OneLine(logging.Formatter):
     """``warning: message``, without tracebacks (those need ``-v``)."""
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         return '{}: {}'.format(record.levelname.lower(), record.getMessage())
 
 
-def _configure_logging(verbose):
+def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if verbose:
         handler.setFormatter(logging.Formatter(
@@ -162,7 +171,7 @@ def _configure_logging(verbose):
 
 
 # -- the parser ---------------------------------------------------------------
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The :class:`argparse.ArgumentParser` of ``occo-comm``."""
     parser = argparse.ArgumentParser(
         prog='occo-comm', description='OCCO component communication: send, '
@@ -177,7 +186,8 @@ def build_parser():
     commands = parser.add_subparsers(dest='command', required=True,
                                      metavar='COMMAND')
 
-    def command(name, run, help, parents):
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str,
+                parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help,
                                   parents=parents)
         sub.set_defaults(run=run)
@@ -216,19 +226,20 @@ def build_parser():
     check.add_argument('--timeout', type=_positive(float), default=5.0,
                        metavar='S', help='seconds per step (default: 5)')
 
-    bench = command('bench', _cmd_bench, 'measure throughput and RPC latency',
+    bench_cmd = command('bench', _cmd_bench, 'measure throughput and RPC latency',
                     [broker, queue, output])
-    bench.add_argument('-n', '--messages', type=_positive(int), default=5000,
+    bench_cmd.add_argument('-n', '--messages', type=_positive(int), default=5000,
                        metavar='N', help='messages to push and consume '
                        '(default: 5000)')
-    bench.add_argument('--calls', type=_positive(int), default=500,
+    bench_cmd.add_argument('--calls', type=_positive(int), default=500,
                        metavar='M', help='sequential RPC calls (default: 500)')
-    bench.add_argument('--size', type=_positive(int), default=64,
+    bench_cmd.add_argument('--size', type=_positive(int), default=64,
                        metavar='BYTES', help='message size (default: 64)')
     return parser
 
 
-def _common_parsers():
+def _common_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser,
+                             argparse.ArgumentParser]:
     broker = argparse.ArgumentParser(add_help=False)
     group = broker.add_argument_group('broker')
     group.add_argument('--url', metavar='URL', help='amqp://user:password@'
@@ -250,22 +261,29 @@ def _common_parsers():
     return broker, queue, output
 
 
-def _positive(kind):
-    def convert(text):
+def _positive(kind: Callable[[str], _Number]) -> Callable[[str], _Number]:
+    def convert(text: str) -> _Number:
         try:
             value = kind(text)
         except ValueError:
-            value = 0
+            value = kind('0')
         if not value > 0:
             raise argparse.ArgumentTypeError(
                 'must be a positive number, got {!r}'.format(text))
         return value
-    convert.__name__ = kind.__name__
+    convert.__name__ = getattr(kind, '__name__', 'number')
     return convert
 
 
 # -- configuration --------------------------------------------------------------
-def broker_config(args, memory_default=False):
+@overload
+def broker_config(args: argparse.Namespace,
+                  memory_default: Literal[False] = False) -> dict[str, Any]: ...
+@overload
+def broker_config(args: argparse.Namespace,
+                  memory_default: bool) -> Optional[dict[str, Any]]: ...
+def broker_config(args: argparse.Namespace,
+                  memory_default: bool = False) -> Optional[dict[str, Any]]:
     """The library configuration the options and environment select.
 
     :param args: the parsed options (``url``, ``config``, ``section`` and,
@@ -292,7 +310,7 @@ def broker_config(args, memory_default=False):
     return config
 
 
-def _read_section(path, section):
+def _read_section(path: str, section: str) -> dict[str, Any]:
     try:
         with open(path, encoding='utf-8') as stream:
             values = DefaultYAMLConfig(stream).as_dict()
@@ -305,17 +323,17 @@ def _read_section(path, section):
     return dict(values[section])
 
 
-def _queue_name(config):
+def _queue_name(config: Mapping[str, Any]) -> Optional[str]:
     return config.get('queue') or config.get('routing_key')
 
 
 # -- output -----------------------------------------------------------------
-def _silence_stdout():
+def _silence_stdout() -> None:
     """The reader went away (``| head``): send what is left to nowhere."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _print_line(line):
+def _print_line(line: str) -> None:
     """``print``, quiet once the reader of standard output went away."""
     try:
         print(line, flush=True)
@@ -323,7 +341,7 @@ def _print_line(line):
         _silence_stdout()
 
 
-def _json_default(value):
+def _json_default(value: object) -> object:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {'base64': base64.b64encode(bytes(value)).decode('ascii')}
     if isinstance(value, Response):
@@ -331,11 +349,11 @@ def _json_default(value):
     return repr(value)
 
 
-def _to_json(value):
+def _to_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
-def _as_text(value):
+def _as_text(value: object) -> str:
     """A string as it is, bytes as ``b'...'``, anything else as JSON."""
     if isinstance(value, str):
         return value
@@ -344,7 +362,7 @@ def _as_text(value):
     return _to_json(value)
 
 
-def _parse(text, as_json, where):
+def _parse(text: str, as_json: bool, where: str) -> Message:
     if not as_json:
         return text
     try:
@@ -354,7 +372,7 @@ def _parse(text, as_json, where):
 
 
 # -- commands ---------------------------------------------------------------
-def _cmd_demo(args):
+def _cmd_demo(args: argparse.Namespace) -> int:
     config = broker_config(args, memory_default=True)
     if config is None or config.get('protocol') != 'amqp':
         return run_demo(config, out=_print_line)
@@ -365,7 +383,8 @@ def _cmd_demo(args):
         diagnose.delete_queues(config, [queue])
 
 
-def _cmd_push(args):
+def _cmd_push(args: argparse.Namespace) -> int:
+    messages: Iterable[Message]
     if args.message:
         messages = [_parse(text, args.as_json, 'MESSAGE {}'.format(n))
                     for n, text in enumerate(args.message, 1)]
@@ -387,7 +406,7 @@ def _cmd_push(args):
     return EXIT_OK
 
 
-def _stdin_messages(as_json):
+def _stdin_messages(as_json: bool) -> Iterator[Message]:
     for number, line in enumerate(sys.stdin, 1):
         line = line.rstrip('\r\n')
         if line:
@@ -395,7 +414,7 @@ def _stdin_messages(as_json):
                 number))
 
 
-def _cmd_rpc(args):
+def _cmd_rpc(args: argparse.Namespace) -> int:
     message = _parse(args.message, args.as_json, 'MESSAGE')
     with RPCProducer(**broker_config(args)) as rpc:
         result = rpc.push_message(message, timeout=args.timeout)
@@ -403,7 +422,7 @@ def _cmd_rpc(args):
     return EXIT_OK
 
 
-def _cmd_consume(args):
+def _cmd_consume(args: argparse.Namespace) -> int:
     function = _message_function(args)
     config = broker_config(args)
     cancel = threading.Event()
@@ -426,7 +445,7 @@ def _cmd_consume(args):
     return EXIT_OK
 
 
-def _message_function(args):
+def _message_function(args: argparse.Namespace) -> Optional[_Function]:
     """What answers RPC requests: ``--processor``, ``--echo``, or nothing."""
     if args.processor:
         return load_processor(args.processor)
@@ -435,7 +454,7 @@ def _message_function(args):
     return None
 
 
-def load_processor(spec):
+def load_processor(spec: str) -> _Function:
     """Import the function that ``module:function`` names.
 
     The current directory is searched first, as ``python -m`` does.
@@ -474,7 +493,9 @@ class _OutputClosed(KeyboardInterrupt):
 class _Printer:
     """The consumer's processor: answer with ``function``, print, count."""
 
-    def __init__(self, function, queue, as_json, count, cancel):
+    def __init__(self, function: Optional[_Function], queue: Optional[str],
+                 as_json: bool, count: Optional[int],
+                 cancel: threading.Event) -> None:
         self.function = function
         self.queue = queue
         self.as_json = as_json
@@ -483,7 +504,7 @@ class _Printer:
         self.received = 0
         self.output_closed = False
 
-    def __call__(self, message):
+    def __call__(self, message: Message) -> Message:
         self.received += 1
         record = {'n': self.received, 'queue': self.queue, 'message': message}
         try:
@@ -499,7 +520,7 @@ class _Printer:
             if self.count and self.received >= self.count:
                 self.cancel.set()
 
-    def _print(self, record):
+    def _print(self, record: dict[str, Any]) -> None:
         try:
             if self.as_json:
                 print(_to_json(record), flush=True)
@@ -516,10 +537,10 @@ class _Printer:
                 record['error']['message']), file=sys.stderr, flush=True)
 
 
-def _cmd_check(args):
+def _cmd_check(args: argparse.Namespace) -> int:
     config = broker_config(args)
 
-    def report(step):
+    def report(step: diagnose.Step) -> None:
         if not args.json:
             print('{:<4} {:<8} {}'.format(*step), flush=True)
 
@@ -530,46 +551,18 @@ def _cmd_check(args):
     return EXIT_OK if ok else EXIT_COMMUNICATION
 
 
-def _cmd_bench(args):
+def _cmd_bench(args: argparse.Namespace) -> int:
     config = broker_config(args)
-    progress = _Progress(sys.stderr)
+    progress = bench.Progress(sys.stderr)
     try:
-        result = diagnose.run_bench(config, messages=args.messages,
-                                    calls=args.calls, size=args.size,
-                                    progress=progress)
+        result = bench.run_bench(config, messages=args.messages,
+                                 calls=args.calls, size=args.size,
+                                 progress=progress)
     finally:
         progress.clear()
     if args.json:
         print(_to_json(result))
         return EXIT_OK
-    print('push     {messages} messages of {size} bytes in {push_seconds:.2f} s:'
-          ' {push_rate:.0f} msg/s (confirmed)'.format(**result))
-    print('consume  {messages} messages in {consume_seconds:.2f} s: '
-          '{consume_rate:.0f} msg/s'.format(**result))
-    print('rpc      {calls} sequential calls: p50 {rpc_p50_ms:.2f} ms, '
-          'p99 {rpc_p99_ms:.2f} ms, {rpc_rate:.0f} calls/s'.format(**result))
+    for line in bench.summary(result):
+        print(line)
     return EXIT_OK
-
-
-class _Progress:
-    """A ``\\r``-updated counter on a terminal; silent otherwise."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.shown = False
-        self.last = 0.0
-
-    def __call__(self, phase, done, total):
-        now = time.monotonic()
-        if not self.enabled or (done < total and now - self.last < 0.1):
-            return
-        self.last = now
-        self.stream.write('\r{:<8} {}/{} '.format(phase, done, total))
-        self.stream.flush()
-        self.shown = True
-
-    def clear(self):
-        if self.shown:
-            self.stream.write('\r' + ' ' * 40 + '\r')
-            self.stream.flush()

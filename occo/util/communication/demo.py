@@ -7,17 +7,24 @@ with an ``mqconfig`` section), ``--url amqp://...`` or ``OCCO_AMQP_URL`` the
 same tour runs on RabbitMQ (see :mod:`~occo.util.communication.cli`).
 """
 
+from __future__ import annotations
+
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from ..exceptions import ApplicationError, CommunicationError
-from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 
 __all__ = ['run_demo']
 
+#: Where the tour writes its lines.
+_Output = Callable[[str], object]
 
-def _processor(message, out):
+
+def _processor(message: Message, out: _Output) -> Message:
     """Answer RPC requests; fail on purpose for ``'fail'``."""
     out('  consumer got {!r}'.format(message))
     if message == 'fail':
@@ -27,7 +34,8 @@ def _processor(message, out):
     return message
 
 
-def run_demo(mqconfig=None, out=print, queue=None):
+def run_demo(mqconfig: Optional[Mapping[str, Any]] = None,
+             out: _Output = print, queue: Optional[str] = None) -> int:
     """Run the tour; return 0 if everything behaved as documented, else 1.
 
     :param mqconfig: the connection configuration; ``None`` uses the
@@ -40,7 +48,7 @@ def run_demo(mqconfig=None, out=print, queue=None):
     """
     queue = queue or 'occo-demo-' + uuid.uuid4().hex[:8]
     out = _serialized(out)
-    config = {'protocol': 'memory'}
+    config: dict[str, Any] = {'protocol': 'memory'}
     config.update(mqconfig or {})
     config.update(queue=queue, routing_key=queue, durable=False)
     config.setdefault('rpc_timeout', 10)
@@ -59,17 +67,17 @@ def run_demo(mqconfig=None, out=print, queue=None):
             thread.join(10)
 
 
-def _serialized(out):
+def _serialized(out: _Output) -> _Output:
     """``out`` behind a lock: ``print`` from two threads mixes lines."""
     lock = threading.Lock()
 
-    def locked(line):
+    def locked(line: str) -> None:
         with lock:
             out(line)
     return locked
 
 
-def _tour(config, out):
+def _tour(config: Mapping[str, Any], out: _Output) -> int:
     started = time.perf_counter()
     with AsynchronProducer(**config) as producer:
         for message in ['hello', {'x': 3}, b'raw bytes']:

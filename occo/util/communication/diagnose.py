@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Diagnostics behind ``occo-comm check`` and ``occo-comm bench``.
+"""Diagnostics behind ``occo-comm check``.
 
 :func:`run_check` walks the path from a configuration to a working broker
 one step at a time and says which step fails and why:
@@ -29,29 +29,30 @@ auto-delete ones, so the ``publish`` and ``consume`` probe (and the queue
 clean-up of :func:`delete_queues`) use pika directly: this module is the only
 place in the command line that does.
 
-:func:`run_bench` measures throughput and RPC latency through the library.
+``occo-comm bench`` measures through :mod:`~occo.util.communication.bench`.
 """
 
-import collections
+from __future__ import annotations
+
 import contextlib
 import logging
 import socket
 import ssl
-import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Optional, Union, cast
 
 import pika
 import pika.exceptions as pe
 
 from ..exceptions import CommunicationError, ConfigurationError
-from ..exceptions import TransientError
 from .amqp_loop import translate_error
-from .comm import AsynchronProducer, EventDrivenConsumer, RPCProducer
+from .comm import AsynchronProducer, RPCProducer
 from .settings import Settings
 
 __all__ = ['Step', 'OK', 'FAIL', 'SKIP', 'run_check', 'delete_queues',
-           'run_bench']
+           'tls_context']
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,28 @@ FAIL = 'FAIL'
 #: Status of a step not run, because one it needs failed.
 SKIP = 'skip'
 
-#: One line of the check report: ``status`` is :data:`OK`, :data:`FAIL` or
-#: :data:`SKIP`; ``name`` the step; ``detail`` what happened, never a password.
-Step = collections.namedtuple('Step', 'status name detail')
+
+
+class Step(NamedTuple):
+    """One line of the check report."""
+
+    #: :data:`OK`, :data:`FAIL` or :data:`SKIP`.
+    status: str
+    #: The step: ``dns``, ``tcp``, ``tls``, ``auth``...
+    name: str
+    #: What happened, never a password.
+    detail: str
+
+
+#: The name of the step that failed, or ``True`` when it worked.
+_Outcome = Union[str, bool]
 
 #: How the library words a rejected login (:func:`.amqp_loop.translate_error`).
 _WRONG_PASSWORD = 'wrong user or password'
 
 
-def run_check(config, timeout=5.0, report=None):
+def run_check(config: Mapping[str, Any], timeout: float = 5.0,
+              report: Optional[Callable[[Step], object]] = None) -> list[Step]:
     """Check every step from name resolution to a message round trip.
 
     :param config: the configuration of the ``amqp`` backend (``url`` or
@@ -82,12 +96,17 @@ def run_check(config, timeout=5.0, report=None):
     :raises ConfigurationError: when the configuration is invalid, or does
         not select the ``amqp`` protocol.
     """
-    return _Check(config, timeout, report or (lambda step: None)).run()
+    return _Check(config, timeout, report or _ignore).run()
+
+
+def _ignore(step: Step) -> None:
+    """The default ``report``: nothing."""
 
 
 class _Check:
 
-    def __init__(self, config, timeout, report):
+    def __init__(self, config: Mapping[str, Any], timeout: float,
+                 report: Callable[[Step], object]) -> None:
         if config.get('protocol') != 'amqp':
             raise ConfigurationError(
                 'check needs a RabbitMQ broker (protocol \'amqp\'), the '
@@ -98,19 +117,19 @@ class _Check:
         self.settings = Settings(self.config)
         self.timeout = timeout
         self.report = report
-        self.steps = []
+        self.steps: list[Step] = []
 
-    def add(self, status, name, detail):
-        step = Step(status, name, detail)
+    def add(self, status: str, name: str, detail: object) -> bool:
+        step = Step(status, name, str(detail))
         self.steps.append(step)
         self.report(step)
         return status == OK
 
-    def skip(self, names, cause):
+    def skip(self, names: Iterable[str], cause: str) -> None:
         for name in names:
             self.add(SKIP, name, 'not run: {}'.format(cause))
 
-    def run(self):
+    def run(self) -> list[Step]:
         reachable = [(host, port) for host, port in self.settings.hosts
                      if self.network(host, port)]
         later = ['auth', 'vhost', 'declare', 'publish', 'consume']
@@ -119,14 +138,14 @@ class _Check:
             return self.steps
         for step in (self.login, self.declare, self.round_trip):
             done = step(*reachable[0])
-            if done is not True:
+            if isinstance(done, str):
                 self.skip(later[later.index(done) + 1:],
                           '{} failed'.format(done))
                 break
         return self.steps
 
     # -- dns, tcp, tls ---------------------------------------------------
-    def network(self, host, port):
+    def network(self, host: str, port: int) -> bool:
         names = ['dns', 'tcp'] + (['tls'] if self.settings.ssl else [])
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -135,7 +154,7 @@ class _Check:
                 host, getattr(e, 'strerror', None) or e))
             self.skip(names[1:], 'dns failed for {}'.format(host))
             return False
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         self.add(OK, 'dns', '{} -> {}'.format(host, ', '.join(addresses)))
         started = time.perf_counter()
         try:
@@ -149,7 +168,7 @@ class _Check:
                 host, port, (time.perf_counter() - started) * 1000))
             return not self.settings.ssl or self.tls(sock, host, port)
 
-    def tls(self, sock, host, port):
+    def tls(self, sock: socket.socket, host: str, port: int) -> bool:
         options = self.settings.ssl_options
         server_name = options.get('server_hostname') or host
         try:
@@ -170,7 +189,7 @@ class _Check:
         return self.add(OK, 'tls', '{}, {}'.format(version, verified))
 
     # -- auth, vhost, declare (through the library) ----------------------
-    def login(self, host, port):
+    def login(self, host: str, port: int) -> _Outcome:
         s = self.settings
         try:
             with RPCProducer(**dict(self.config, queue=None, routing_key=None)):
@@ -186,7 +205,7 @@ class _Check:
         self.add(OK, 'vhost', 'vhost {!r} opened'.format(s.vhost))
         return True
 
-    def declare(self, host, port):
+    def declare(self, host: str, port: int) -> _Outcome:
         s = self.settings
         if not s.queue:
             self.add(SKIP, 'declare', 'no queue configured')
@@ -207,7 +226,7 @@ class _Check:
         return True
 
     # -- publish, consume (pika: exclusive probe queue) ------------------
-    def round_trip(self, host, port):
+    def round_trip(self, host: str, port: int) -> _Outcome:
         s = self.settings
         endpoint = "user {!r} at {}:{}, vhost {!r}".format(
             s.user, host, port, s.vhost)
@@ -221,7 +240,8 @@ class _Check:
         with contextlib.closing(connection):
             return self._probe(connection, probe, endpoint)
 
-    def _probe(self, connection, probe, endpoint):
+    def _probe(self, connection: pika.BlockingConnection, probe: str,
+               endpoint: str) -> _Outcome:
         body = uuid.uuid4().hex.encode('ascii')
         started = time.perf_counter()
         try:
@@ -241,7 +261,7 @@ class _Check:
             for method, _, data in channel.consume(
                     probe, inactivity_timeout=self.timeout):
                 if method is not None:
-                    channel.basic_ack(method.delivery_tag)
+                    channel.basic_ack(cast(int, method.delivery_tag))
                     received = data
                 break
             channel.cancel()
@@ -257,7 +277,7 @@ class _Check:
         return True
 
 
-def _tcp_failure(host, port, error, timeout):
+def _tcp_failure(host: str, port: int, error: OSError, timeout: float) -> str:
     where = '{}:{}'.format(host, port)
     if isinstance(error, ConnectionRefusedError):
         return ('connection refused by {}: is the broker running, and is '
@@ -268,7 +288,7 @@ def _tcp_failure(host, port, error, timeout):
     return 'cannot connect to {}: {}'.format(where, error.strerror or error)
 
 
-def _amqp_failure(error, endpoint):
+def _amqp_failure(error: BaseException, endpoint: str) -> str:
     if isinstance(error, pe.ChannelClosedByBroker):
         hint = (': check the user\'s permissions on the vhost'
                 if error.reply_code == 403 else '')
@@ -277,10 +297,10 @@ def _amqp_failure(error, endpoint):
         return 'the broker could not route it'
     if isinstance(error, pe.NackError):
         return 'the broker refused it (nack)'
-    return translate_error(error, endpoint).reason
+    return str(translate_error(error, endpoint).reason)
 
 
-def tls_context(settings):
+def tls_context(settings: Settings) -> ssl.SSLContext:
     """The :class:`ssl.SSLContext` that ``ssl_options`` describe.
 
     Certificates are verified unless ``verify`` is false, as the ``amqp``
@@ -298,7 +318,8 @@ def tls_context(settings):
     return context
 
 
-def _parameters(settings, host, port, timeout):
+def _parameters(settings: Settings, host: str, port: int,
+                timeout: float) -> pika.ConnectionParameters:
     ssl_options = None
     if settings.ssl:
         ssl_options = pika.SSLOptions(
@@ -312,7 +333,8 @@ def _parameters(settings, host, port, timeout):
         client_properties={'connection_name': 'occo-comm'})
 
 
-def delete_queues(config, names, timeout=5.0):
+def delete_queues(config: Mapping[str, Any], names: list[str],
+                  timeout: float = 5.0) -> None:
     """Delete the queues ``names`` from the broker ``config`` points to.
 
     Best effort: a failure is logged, not raised. Does nothing for another
@@ -336,123 +358,3 @@ def delete_queues(config, names, timeout=5.0):
         log.warning('Cannot delete the queue(s) %s: %s', ', '.join(names),
                     translate_error(e, settings.endpoint).reason)
 
-
-def run_bench(config, messages=5000, calls=500, size=64, progress=None,
-              timeout=60.0):
-    """Measure throughput and RPC latency through the library.
-
-    Pushes ``messages`` messages of ``size`` bytes with an
-    :class:`~.comm.AsynchronProducer` (until all are confirmed), consumes them
-    with an :class:`~.comm.EventDrivenConsumer`, then makes ``calls``
-    sequential :class:`~.comm.RPCProducer` calls against an echo consumer in
-    this process. Uses two fresh queues named after the configured queue,
-    deleted afterwards.
-
-    :param progress: called as ``progress(phase, done, total)`` now and then.
-    :param timeout: seconds a phase may take before it fails.
-    :returns: a mapping of results: ``push_rate``, ``consume_rate`` (messages
-        per second), ``rpc_p50_ms``, ``rpc_p99_ms``, ``rpc_rate``, and the
-        parameters.
-    :raises CommunicationError: when a phase fails or runs out of time.
-    """
-    progress = progress or (lambda phase, done, total: None)
-    base = config.get('queue') or config.get('routing_key') or 'occo-comm'
-    tag = uuid.uuid4().hex[:12]
-    flow, echo = base + '.bench-' + tag, base + '.bench-rpc-' + tag
-    payload = 'x' * size
-    try:
-        flow_config = dict(config, queue=flow, routing_key=flow)
-        push_s = _push(flow_config, messages, payload, progress, timeout)
-        consume_s = _consume(flow_config, messages, progress, timeout)
-        latencies = _rpc(dict(config, queue=echo, routing_key=echo), calls,
-                         payload, progress, timeout)
-    finally:
-        delete_queues(config, [flow, echo])
-    ordered = sorted(latencies)
-    return {
-        'protocol': config.get('protocol'), 'messages': messages,
-        'size': size, 'push_seconds': push_s,
-        'push_rate': messages / push_s, 'consume_seconds': consume_s,
-        'consume_rate': messages / consume_s, 'calls': calls,
-        'rpc_p50_ms': _percentile(ordered, 50) * 1000,
-        'rpc_p99_ms': _percentile(ordered, 99) * 1000,
-        'rpc_rate': calls / sum(latencies),
-    }
-
-
-def _percentile(ordered, percent):
-    """Nearest-rank percentile of a sorted, non-empty list."""
-    rank = max(1, -(-len(ordered) * percent // 100))
-    return ordered[int(rank) - 1]
-
-
-def _push(config, messages, payload, progress, timeout):
-    step = max(1, messages // 100)
-    with AsynchronProducer(**config) as producer:
-        started = time.perf_counter()
-        for done in range(1, messages + 1):
-            producer.push_message(payload)
-            if done % step == 0:
-                progress('push', done, messages)
-        producer.flush(timeout)
-        return time.perf_counter() - started
-
-
-def _consume(config, messages, progress, timeout):
-    cancel, received = threading.Event(), [0]
-
-    def count(message):
-        received[0] += 1
-        if received[0] >= messages:
-            cancel.set()
-
-    with _consuming(count, cancel, config) as started:
-        deadline = started + timeout
-        while not cancel.wait(0.1):
-            progress('consume', received[0], messages)
-            if time.perf_counter() > deadline:
-                raise TransientError(504, 'only {} of {} messages came back '
-                                     'within {} s'.format(received[0],
-                                                          messages, timeout))
-        elapsed = time.perf_counter() - started
-    progress('consume', messages, messages)
-    return elapsed
-
-
-def _rpc(config, calls, payload, progress, timeout):
-    latencies = []
-    with _consuming(lambda message: message, threading.Event(), config):
-        with RPCProducer(**config) as rpc:
-            rpc.push_message(payload, timeout=timeout)   # warm-up
-            for done in range(1, calls + 1):
-                started = time.perf_counter()
-                rpc.push_message(payload, timeout=timeout)
-                latencies.append(time.perf_counter() - started)
-                progress('rpc', done, calls)
-    return latencies
-
-
-@contextlib.contextmanager
-def _consuming(processor, cancel, config):
-    """Run a consumer in a thread; yield its start time; stop it on exit."""
-    errors = []
-
-    def run():
-        try:
-            consumer.start_consuming()
-        except BaseException as e:  # re-raised in the calling thread
-            errors.append(e)
-            cancel.set()
-
-    with EventDrivenConsumer(processor, cancel_event=cancel,
-                             **config) as consumer:
-        thread = threading.Thread(target=run, name='occo-comm-bench')
-        started = time.perf_counter()
-        thread.start()
-        try:
-            yield started
-        finally:
-            cancel.set()
-            thread.join(10)
-    if errors:
-        raise errors[0]
