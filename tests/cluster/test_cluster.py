@@ -8,7 +8,6 @@ theirs dies.
 """
 
 import logging
-import threading
 import time
 import uuid
 
@@ -16,7 +15,7 @@ import pytest
 
 import occo.util.communication as comm
 from conftest import reconnect_figures
-from faults.load import DEADLINE, Recorder, consumers, paced_load
+from faults.load import DEADLINE, Recorder, RPCCallers, consumers, paced_load
 from support.rabbitnode import RabbitCluster
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -82,36 +81,17 @@ def test_quorum_queue_keeps_every_confirmed_message_through_node_kills(cluster, 
 def test_rpc_calls_end_through_a_node_kill(cluster):
     timeout = 5.0
     config = cluster_config(cluster, rpc_timeout=timeout)
-    outcomes, late = [], []
-    stop = threading.Event()
-
-    def call(rpc, n):
-        i = 0
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                outcomes.append(rpc.push_message([n, i]) == [n, i])
-            except comm.CommunicationError as e:
-                outcomes.append(type(e).__name__)
-            if time.monotonic() - started > timeout + 5:
-                late.append(time.monotonic() - started)
-            i += 1
     with consumers(lambda m: m, 1, **config):
         with comm.RPCProducer(**config) as rpc:
-            threads = [threading.Thread(target=call, args=(rpc, n)) for n in range(4)]
-            for thread in threads:
-                thread.start()
+            callers = RPCCallers(rpc, timeout, grace=5)
             time.sleep(1)
             cluster.kill(0)
             time.sleep(3)
-            stop.set()
-            for thread in threads:
-                thread.join(DEADLINE)
-            assert not [t for t in threads if t.is_alive()], 'an RPC call hangs'
+            callers.stop()
             assert rpc.push_message('after', timeout=30) == 'after'
     cluster.start(0)
-    assert not late
-    assert {o for o in outcomes if o is not True} <= {'TransientError', 'RPCTimeoutError'}
+    assert not callers.late
+    assert callers.failures <= {'TransientError', 'RPCTimeoutError'}
 
 
 def test_publishing_without_a_majority_fails_then_resumes(cluster):

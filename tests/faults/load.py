@@ -103,3 +103,50 @@ def paced_load(config, total, inject, producers=2):
     assert not [t for t in threads if t.is_alive()], 'the load did not end'
     if errors:
         raise errors[0]
+
+
+class RPCCallers:
+    """Threads that call one RPC producer in a loop until :meth:`stop`.
+
+    Each call ends with its result checked (``True``), or the name of the
+    :class:`~occo.util.exceptions.CommunicationError` it raised; calls that
+    took more than ``timeout + grace`` seconds are kept in :attr:`late`.
+    """
+
+    def __init__(self, rpc, timeout, threads=4, grace=2.0):
+        self.outcomes = []
+        self.late = []
+        self._rpc = rpc
+        self._limit = timeout + grace
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._call, args=(n,))
+                         for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _call(self, n):
+        i = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                outcome = self._rpc.push_message([n, i]) == [n, i]
+            except comm.CommunicationError as e:
+                outcome = type(e).__name__
+            took = time.monotonic() - started
+            if took > self._limit:
+                self.late.append(took)
+            self.outcomes.append(outcome)
+            i += 1
+
+    def stop(self):
+        """Stop calling; check that no call hangs."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(DEADLINE)
+        assert not [t for t in self._threads if t.is_alive()], 'an RPC call hangs'
+
+    @property
+    def failures(self):
+        """The set of error names the calls ended with."""
+        return {o for o in self.outcomes if o is not True}
+

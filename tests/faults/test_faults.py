@@ -16,7 +16,7 @@ import pytest
 
 import occo.util.communication as comm
 from conftest import reconnect_figures
-from faults.load import DEADLINE, Recorder, consumers, paced_load
+from faults.load import DEADLINE, Recorder, RPCCallers, consumers, paced_load
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -74,44 +74,19 @@ def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, 
 def test_rpc_calls_from_threads_end_while_connections_die(node, figures):
     timeout = 3.0
     config = config_for(node, rpc_timeout=timeout)
-    outcomes, late = [], []
-    stop = threading.Event()
-
-    def call(rpc, n):
-        i = 0
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                outcome = rpc.push_message([n, i]) == [n, i]
-            except comm.CommunicationError as e:
-                outcome = type(e).__name__
-            took = time.monotonic() - started
-            if took > timeout + 2:
-                late.append(took)
-            outcomes.append(outcome)
-            i += 1
-
     with consumers(lambda m: m, 1, **config):
         with comm.RPCProducer(**config) as rpc:
-            threads = [threading.Thread(target=call, args=(rpc, n)) for n in range(4)]
-            for thread in threads:
-                thread.start()
+            callers = RPCCallers(rpc, timeout)
             for _ in range(4):
                 time.sleep(0.8)
                 node.close_all_connections()
             time.sleep(0.8)
-            stop.set()
-            for thread in threads:
-                thread.join(DEADLINE)
-            assert not [t for t in threads if t.is_alive()], 'an RPC call hangs'
+            callers.stop()
             assert rpc.push_message('after the faults', timeout=10) == 'after the faults'
-    failed = [o for o in outcomes if o is not True]
-    figures(messages=len(outcomes), faults='4 kills',
-            **{'bad inputs': None, 'lost': None,
-               'duplicates': None})
-    assert not late, 'calls outlived their timeout: {}'.format(late)
-    assert outcomes.count(True) > 0
-    assert set(failed) <= {'TransientError', 'RPCTimeoutError'}
+    figures(messages=len(callers.outcomes), faults='4 kills')
+    assert not callers.late, 'calls outlived their timeout: {}'.format(callers.late)
+    assert callers.outcomes.count(True) > 0
+    assert callers.failures <= {'TransientError', 'RPCTimeoutError'}
 
 
 def test_rpc_call_fails_promptly_when_its_connection_dies(node):

@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -74,7 +73,8 @@ class _MQRole:
             host=host, port=port, virtual_host=s.vhost, credentials=credentials,
             heartbeat=s.heartbeat, connection_attempts=1,
             socket_timeout=s.connect_timeout, stack_timeout=s.connect_timeout,
-            ssl_options=_ssl_options(s, host) if s.ssl else None,
+            ssl_options=pika.SSLOptions(s.ssl_context(), s.ssl_options.get(
+                'server_hostname') or host) if s.ssl else None,
             client_properties={'connection_name': name})
             for host, port in hosts]
 
@@ -160,18 +160,6 @@ class _MQRole:
                 "missing configuration key 'routing_key' (or 'queue'): "
                 "where should the message go?")
         return target
-
-
-def _ssl_options(settings: Settings, host: str) -> pika.SSLOptions:
-    """TLS for ``host`` from ``ssl_options``; certificates verified by default."""
-    options = settings.ssl_options
-    context = ssl.create_default_context(cafile=options.get('ca_file'))
-    if not options.get('verify', True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if options.get('cert_file'):
-        context.load_cert_chain(options['cert_file'], options.get('key_file'))
-    return pika.SSLOptions(context, options.get('server_hostname') or host)
 
 
 def _pause(seconds: float, cancel_event: Optional[threading.Event]) -> bool:

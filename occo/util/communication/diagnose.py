@@ -51,8 +51,7 @@ from .amqp_loop import translate_error
 from .comm import AsynchronProducer, RPCProducer
 from .settings import Settings
 
-__all__ = ['Step', 'OK', 'FAIL', 'SKIP', 'run_check', 'delete_queues',
-           'tls_context']
+__all__ = ['Step', 'OK', 'FAIL', 'SKIP', 'run_check', 'delete_queues']
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ class _Check:
         options = self.settings.ssl_options
         server_name = options.get('server_hostname') or host
         try:
-            context = tls_context(self.settings)
+            context = self.settings.ssl_context()
             with context.wrap_socket(sock, server_hostname=server_name) as tls:
                 version = tls.version()
         except ssl.SSLCertVerificationError as e:
@@ -300,30 +299,12 @@ def _amqp_failure(error: BaseException, endpoint: str) -> str:
     return str(translate_error(error, endpoint).reason)
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """The :class:`ssl.SSLContext` that ``ssl_options`` describe.
-
-    Certificates are verified unless ``verify`` is false, as the ``amqp``
-    backend does.
-
-    :param settings: a :class:`~.settings.Settings`.
-    """
-    options = settings.ssl_options
-    context = ssl.create_default_context(cafile=options.get('ca_file'))
-    if not options.get('verify', True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if options.get('cert_file'):
-        context.load_cert_chain(options['cert_file'], options.get('key_file'))
-    return context
-
-
 def _parameters(settings: Settings, host: str, port: int,
                 timeout: float) -> pika.ConnectionParameters:
     ssl_options = None
     if settings.ssl:
         ssl_options = pika.SSLOptions(
-            tls_context(settings),
+            settings.ssl_context(),
             settings.ssl_options.get('server_hostname') or host)
     return pika.ConnectionParameters(
         host=host, port=port, virtual_host=settings.vhost,

@@ -54,6 +54,7 @@ key                      default         meaning
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Optional, TypeVar, cast, overload
@@ -138,6 +139,20 @@ class Settings:
         if self.dead_letter_exchange is not None:
             arguments['x-dead-letter-exchange'] = self.dead_letter_exchange
         return arguments or None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The :class:`ssl.SSLContext` that ``ssl_options`` describe.
+
+        Certificates are verified unless ``verify`` is false.
+        """
+        options = self.ssl_options
+        context = ssl.create_default_context(cafile=options.get('ca_file'))
+        if not options.get('verify', True):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if options.get('cert_file'):
+            context.load_cert_chain(options['cert_file'], options.get('key_file'))
+        return context
 
     @property
     def password(self) -> str:
