@@ -210,7 +210,22 @@ def make_certificates(directory, days=2):
                 client_key=path('client_key.pem'))
 
 
-class RabbitNode:
+class _Started:
+    """``with`` starts the node(s) and always cleans up, also when starting
+    failed halfway."""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class RabbitNode(_Started):
     """One RabbitMQ node of its own on 127.0.0.1.
 
     :param name: prefix of the node name; the node is
@@ -489,18 +504,8 @@ class RabbitNode:
         self._pid = state.get('pid')
         return self
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
 
-    def __exit__(self, *exc):
-        self.cleanup()
-
-
-class RabbitCluster:
+class RabbitCluster(_Started):
     """``nodes`` RabbitMQ nodes on loopback joined into one cluster.
 
     Nodes are started in parallel, then ``nodes[1:]`` join ``nodes[0]``
@@ -627,16 +632,6 @@ class RabbitCluster:
         self.stop()
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
 
 @atexit.register
