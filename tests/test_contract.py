@@ -171,6 +171,34 @@ def test_rpc_request_expires_when_its_caller_gave_up(config):
     assert [m for m, _, _ in collector.messages] == ['fresh']
 
 
+def test_closing_rpc_producer_ends_a_waiting_call(config):
+    cfg = config(rpc_timeout=60)
+    received, release, outcome = threading.Event(), threading.Event(), []
+
+    def hold(message):
+        received.set()   # the caller is waiting for the reply now
+        release.wait(JOIN_TIMEOUT)
+        return message
+
+    def call(rpc):
+        try:
+            outcome.append(rpc.push_message('held'))
+        except comm.CommunicationError as e:
+            outcome.append(e)
+    with running_consumer(hold, **cfg):
+        rpc = comm.RPCProducer(**cfg)
+        with rpc:
+            thread = threading.Thread(target=call, args=(rpc,))
+            thread.start()
+            assert received.wait(JOIN_TIMEOUT)
+        thread.join(JOIN_TIMEOUT)   # far below the call's 60 s timeout
+        release.set()
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], comm.CommunicationError)
+    assert not isinstance(outcome[0], comm.RPCTimeoutError)
+    assert 'closed' in str(outcome[0])
+
+
 def test_rpc_producer_shared_by_threads_gives_each_its_answer(config):
     cfg = config(rpc_timeout=JOIN_TIMEOUT)
     results, errors = {}, []

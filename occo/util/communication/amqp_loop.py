@@ -26,13 +26,15 @@ pika's errors are translated into this package's errors in one place,
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import pika
 import pika.channel
@@ -52,6 +54,9 @@ _HAS_EPOLL = hasattr(select, 'epoll')
 
 #: Frames are sent once this many bytes wait in a batch.
 _BATCH_BYTES = 256 * 1024
+#: Longest wait of a thread driving the connection between two looks at
+#: what it waits for (it is poked sooner when something changes).
+_MAX_DRIVE_WAIT = 1.0
 
 #: What :meth:`AmqpLoop.submit` runs on the I/O thread: ``operation(channel)``.
 _Operation = Callable[[pika.channel.Channel], object]
@@ -61,19 +66,27 @@ _Step = Callable[[Callable[..., None]], object]
 
 
 class _BatchingConnection(pika.SelectConnection):
-    """A :class:`pika.SelectConnection` that writes a batch of frames at once.
+    """A :class:`pika.SelectConnection` that writes a batch of frames at once,
+    straight to the socket.
 
     pika hands every frame to the socket separately; between
     :meth:`begin_batch` and :meth:`end_batch` frames are collected and then
     written with one call (TCP_NODELAY stays on, so nothing waits for Nagle).
+
+    pika also writes through its poller: it asks to be told when the socket
+    is writable and sends on the next turn of the loop. That wakes the I/O
+    thread for every write, even one made by a caller
+    (:meth:`AmqpLoop.run_now`). Here data goes to the socket at once; only
+    what the socket does not take is left to pika's way.
     """
 
     _batch: Optional[list[bytes]] = None
     _batch_size = 0
 
     # This class overrides and calls pika privates (_output_marshaled_frames,
-    # _transport, _on_socket_writable) that pika's type stubs leave out:
-    # hence the narrow "type: ignore" comments below.
+    # _adapter_emit_data, _transport and the transport's _sock and _state)
+    # that pika's type stubs leave out: hence the narrow "type: ignore"
+    # comments below.
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
         if self._batch is None:
             super()._output_marshaled_frames(  # type: ignore[misc]
@@ -96,63 +109,199 @@ class _BatchingConnection(pika.SelectConnection):
         if frames:
             super()._output_marshaled_frames(  # type: ignore[misc]
                 (b''.join(frames),))
-            self._send_now()
 
-    def _send_now(self) -> None:
-        # pika sends buffered data on the poll loop's next turn; sending it
-        # here saves that turn (an epoll call) on every request and ack.
+    def _adapter_emit_data(self, data: bytes) -> None:
         transport = self._transport  # type: ignore[attr-defined]
-        if isinstance(transport, _PlaintextTransport) and transport.get_write_buffer_size():
-            transport._on_socket_writable()  # type: ignore[attr-defined]
+        if (isinstance(transport, _PlaintextTransport)
+                and transport._state == transport._STATE_ACTIVE  # type: ignore[attr-defined]
+                and not transport.get_write_buffer_size()):
+            try:
+                sent = transport._sock.send(data)  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0   # pika's own write meets the error and aborts
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super()._adapter_emit_data(data)  # type: ignore[misc]
 
 
-class _TurnReleasingEpoll:
-    """An epoll object that gives up the loop's turn while it waits.
+class _SharedEpoll:
+    """The I/O thread's epoll, which gives up the loop's turn while it waits
+    and can lend the connection's socket to a waiting caller.
 
     The I/O thread holds the *turn* (a lock) whenever it runs pika code and
     releases it only while it blocks in ``epoll_wait``. A calling thread that
     finds the turn free may therefore run pika itself, on the spot, instead
     of handing the work over and waiting for the I/O thread to wake up
     (:meth:`AmqpLoop.run_now`).
+
+    A caller that waits for something to arrive may also *borrow* the
+    socket (:meth:`AmqpLoop.drive`): the socket then leaves this epoll and
+    is watched by the borrower's own epoll, so the reply wakes the thread
+    that waits for it, and only that thread. Timers (heartbeats) and
+    thread-safe callbacks stay with the I/O thread, which pokes the borrower
+    after running any of them, in case they settled what it waits for.
     """
 
-    __slots__ = ('_epoll', '_turn')
-
-    def __init__(self, epoll: Any, turn: threading.Lock) -> None:
-        self._epoll = epoll
+    def __init__(self, turn: threading.Lock) -> None:
         self._turn = turn
+        self._epoll = select.epoll()
+        #: fd -> the events pika wants for it.
+        self._events: dict[int, int] = {}
+        #: The fd that borrowers watch, registered in both epolls.
+        self._shared: Optional[int] = None
+        #: The shared fd while a borrower watches it instead of this epoll.
+        self.lent: Optional[int] = None
+        self._closed = False
+        self._borrowed = select.epoll()
+        self._poke_read, self._poke_write = os.pipe()
+        os.set_blocking(self._poke_read, False)
+        os.set_blocking(self._poke_write, False)
+        self._borrowed.register(self._poke_read, select.EPOLLIN)
 
+    # -- what pika's poller calls (turn held) -------------------------------
     def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
         self._turn.release()
         try:
-            return self._epoll.poll(timeout)  # type: ignore[no-any-return]
+            return self._epoll.poll(timeout)
         finally:
             self._turn.acquire()
 
-    def register(self, fileno: int, events: int) -> None:
-        self._epoll.register(fileno, events)
+    def register(self, fd: int, events: int) -> None:
+        self._events[fd] = events
+        self._epoll.register(fd, events)
 
-    def modify(self, fileno: int, events: int) -> None:
-        self._epoll.modify(fileno, events)
+    def modify(self, fd: int, events: int) -> None:
+        self._events[fd] = events
+        if fd == self._shared:
+            self._borrowed.modify(fd, events)
+        if fd != self.lent:
+            self._epoll.modify(fd, events)
 
-    def unregister(self, fileno: int) -> None:
-        self._epoll.unregister(fileno)
+    def unregister(self, fd: int) -> None:
+        del self._events[fd]
+        if fd == self._shared:
+            self._borrowed.unregister(fd)
+            self._shared = None
+        if fd == self.lent:
+            self.lent = None
+        else:
+            self._epoll.unregister(fd)
 
     def close(self) -> None:
+        self._closed = True
         self._epoll.close()
+        if self.lent is None:
+            self._close_borrowed()
+        else:
+            self.poke()   # the borrower closes it when it gives the socket back
+
+    # -- what a borrowing caller calls (turn held) --------------------------
+    def lend(self, fd: int) -> bool:
+        """Move ``fd`` from this epoll to the borrower's; ``False`` if it is
+        not registered (closed) or this epoll is closed."""
+        if self._closed or fd not in self._events:
+            return False
+        if self._shared != fd:
+            if self._shared is not None:
+                self._borrowed.unregister(self._shared)
+            self._borrowed.register(fd, self._events[fd])
+            self._shared = fd
+        self._epoll.unregister(fd)
+        self.lent = fd
+        return True
+
+    def give_back(self) -> None:
+        """Watch the lent fd here again (level-triggered: data that arrived
+        meanwhile wakes the I/O thread at once)."""
+        fd, self.lent = self.lent, None
+        if self._closed:
+            self._close_borrowed()
+        elif fd is not None:
+            self._epoll.register(fd, self._events[fd])
+
+    def wait_borrowed(self, timeout: float) -> int:
+        """Wait, with the turn released, for the lent socket or a poke;
+        return the socket's events, 0 if only poked or timed out."""
+        self._turn.release()
+        try:
+            ready = self._borrowed.poll(timeout)
+        finally:
+            self._turn.acquire()
+        socket_events = 0
+        for fd, events in ready:
+            if fd == self._poke_read:
+                _drain_pipe(fd)
+            elif fd == self.lent:
+                socket_events = events
+        return socket_events
+
+    def poke(self) -> None:
+        """Wake the borrower, if any (I/O thread)."""
+        if self.lent is not None:
+            with contextlib.suppress(BlockingIOError):  # one is pending already
+                os.write(self._poke_write, b'.')
+
+    def _close_borrowed(self) -> None:
+        self._borrowed.close()
+        os.close(self._poke_read)
+        os.close(self._poke_write)
+
+
+def _drain_pipe(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
 
 
 class _TurnPoller(select_connection.EPollPoller):
-    def __init__(self, turn: threading.Lock, **kwargs: Any) -> None:
-        self._turn = turn
-        super().__init__(**kwargs)
+    """pika's epoll poller on a :class:`_SharedEpoll`; pokes a borrower after
+    each turn of the I/O thread."""
 
-    def _create_poller(self) -> _TurnReleasingEpoll:
-        return _TurnReleasingEpoll(select.epoll(), self._turn)
+    _poll: Optional[_SharedEpoll]
+
+    def __init__(self, turn: threading.Lock,
+                 get_wait_seconds: Callable[[], Optional[float]],
+                 process_timeouts: Callable[[], None]) -> None:
+        self._turn = turn
+        self._run_timers = process_timeouts
+        super().__init__(get_wait_seconds=get_wait_seconds,
+                         process_timeouts=self._run_timers_and_poke)
+
+    def _run_timers_and_poke(self) -> None:
+        self._run_timers()
+        self.poke()
+
+    def _create_poller(self) -> _SharedEpoll:
+        return _SharedEpoll(self._turn)
+
+    @property
+    def shared_epoll(self) -> Optional[_SharedEpoll]:
+        """The epoll while the loop runs, else ``None``."""
+        return self._poll
+
+    def poll(self) -> None:
+        super().poll()
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake a borrower of the socket: what the I/O thread just ran may
+        have settled what it waits for."""
+        if self._poll is not None:
+            self._poll.poke()
+
+    def dispatch(self, fd: int, events: int) -> None:
+        """Run pika's handler of ``fd`` for ``events`` (turn held)."""
+        self._dispatch_fd_events({fd: events})  # type: ignore[attr-defined]
 
 
 class _TurnIOLoop(select_connection.IOLoop):
-    """pika's IOLoop on epoll, releasing ``turn`` only while it waits."""
+    """pika's IOLoop on a :class:`_SharedEpoll`, releasing ``turn`` only
+    while it waits."""
+
+    poller: _TurnPoller
 
     def __init__(self, turn: threading.Lock) -> None:
         self._turn = turn
@@ -160,8 +309,9 @@ class _TurnIOLoop(select_connection.IOLoop):
 
     def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],
                     process_timeouts: Callable[[], None]) -> _TurnPoller:
-        return _TurnPoller(self._turn, get_wait_seconds=get_wait_seconds,
-                           process_timeouts=process_timeouts)
+        self.poller = _TurnPoller(self._turn, get_wait_seconds=get_wait_seconds,
+                                  process_timeouts=process_timeouts)
+        return self.poller
 
 
 def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:
@@ -217,6 +367,8 @@ class AmqpLoop:
         self.failed_at: Optional[float] = None
         self.connection: Optional[_BatchingConnection] = None
         self.channel: Optional[pika.channel.Channel] = None
+        self._ioloop: Optional[_TurnIOLoop] = None
+        self._socket_fd: Optional[int] = None
         self._thread = threading.Thread(
             target=self._run, name='occo-amqp-io', daemon=True)
 
@@ -256,26 +408,79 @@ class AmqpLoop:
             self.connection.ioloop.add_callback_threadsafe(self._drain)
 
     def run_now(self, operation: _Operation) -> None:
-        """Run ``operation(channel)`` at once if the I/O thread is idle, else
-        :meth:`submit` it.
+        """Run ``operation(channel)`` in the calling thread, and write its
+        frames.
 
-        The I/O thread is idle while it waits for the network; the calling
-        thread then takes its turn, runs what is queued and ``operation``,
-        and writes the frames itself, which saves the wake-up of the I/O
-        thread (tens of microseconds, most of an RPC request's latency on a
-        loopback broker). Thread-safe; operations still run in order.
+        The calling thread takes the loop's turn: it waits while another
+        thread runs pika code (microseconds), never while the I/O thread
+        waits for the network. It runs what is queued, then ``operation``,
+        which saves the wake-up of the I/O thread (tens of microseconds,
+        most of an RPC request's latency on a loopback broker).
+        Thread-safe; operations still run in order. Not to be called from
+        the loop's own callbacks, which hold the turn already.
 
         :raises CommunicationError: when the connection is lost.
         """
-        if self._turn.acquire(blocking=False):
-            try:
-                if self.alive and self.channel is not None and self.channel.is_open:
-                    self._outbox.append(operation)
-                    self._drain()
-                    return
-            finally:
-                self._turn.release()
+        with self._turn:
+            if self.alive and self.channel is not None and self.channel.is_open:
+                self._outbox.append(operation)
+                self._drain()
+                return
         self.submit(operation)
+
+    def drive(self, done: Callable[[], bool], timeout: Optional[float]) -> bool:
+        """Wait until ``done()`` is true, reading the connection in the
+        calling thread meanwhile.
+
+        The thread that waits for a reply or a delivery borrows the socket
+        from the I/O thread and reads it itself: what arrives wakes only the
+        thread that waits for it, instead of the I/O thread, which would
+        then have to wake it (tens of microseconds, the largest cost of a
+        round trip on a loopback broker). One thread drives at a time.
+
+        :param done: called with the loop's turn held; it must not block.
+        :param timeout: seconds, or ``None`` for no limit.
+        :returns: ``True`` when ``done()`` came true or ``timeout`` passed;
+            ``False``, perhaps at once, when this thread cannot drive (another
+            one does, the connection is closing, no epoll): the caller then
+            waits its usual way, for what is left of ``timeout``.
+        """
+        ioloop, fd = self._ioloop, self._socket_fd
+        if ioloop is None or fd is None:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._turn:
+            epoll = ioloop.poller.shared_epoll
+            if (epoll is None or epoll.lent is not None or not self.alive
+                    or not epoll.lend(fd)):
+                return False
+            try:
+                while not done():
+                    if not self.alive or epoll.lent is None:
+                        return False
+                    wait = _MAX_DRIVE_WAIT
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            break
+                    events = epoll.wait_borrowed(wait)
+                    if events and epoll.lent == fd:
+                        self._dispatch(ioloop.poller, fd, events)
+            finally:
+                epoll.give_back()
+        return True
+
+    def _dispatch(self, poller: _TurnPoller, fd: int, events: int) -> None:
+        assert self.connection is not None  # it opened the socket
+        self.connection.begin_batch()
+        try:
+            poller.dispatch(fd, events)
+        except Exception as e:
+            log.exception('Reading from %s failed', self.endpoint)
+            self._fail(translate_error(e, self.endpoint))
+            self.connection.ioloop.stop()
+        finally:
+            self.connection.end_batch()
 
     def take_unsent(self) -> list[_Operation]:
         """Remove and return the operations a dead loop did not run.
@@ -309,11 +514,12 @@ class AmqpLoop:
     def _run(self) -> None:
         self._turn.acquire()
         try:
+            self._ioloop = _TurnIOLoop(self._turn) if _HAS_EPOLL else None
             self.connection = _BatchingConnection(
                 self._parameters, on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error,
                 on_close_callback=self._on_closed,
-                custom_ioloop=_TurnIOLoop(self._turn) if _HAS_EPOLL else None)
+                custom_ioloop=self._ioloop)
             self.connection.ioloop.start()
         except Exception as e:
             log.exception('I/O loop of %s failed', self.endpoint)
@@ -344,6 +550,8 @@ class AmqpLoop:
             self.connection.end_batch()
 
     def _on_open(self, connection: _BatchingConnection) -> None:
+        transport = connection._transport  # type: ignore[attr-defined]
+        self._socket_fd = transport._sock.fileno()
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: pika.channel.Channel) -> None:

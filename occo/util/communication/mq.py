@@ -305,7 +305,7 @@ class MQRPCProducer(_MQRole, RPCProducer):
         except CommunicationError:
             self._waiting.pop(correlation_id, None)
             raise
-        if not slot.wait(timeout):
+        if not _wait_driving(loop, slot, timeout):
             self._waiting.pop(correlation_id, None)
             raise RPCTimeoutError(reason='no reply from {!r} within {} s'.format(
                 routing_key, timeout))
@@ -379,8 +379,22 @@ class _Slot:
         self.error = error
         self._arrived.release()
 
+    def is_set(self) -> bool:
+        return not self._arrived.locked()
+
     def wait(self, timeout: Optional[float]) -> bool:
         return self._arrived.acquire(timeout=-1 if timeout is None else timeout)
+
+
+def _wait_driving(loop: AmqpLoop, slot: _Slot, timeout: Optional[float]) -> bool:
+    """Wait for ``slot``, reading the reply in this thread when it can
+    (:meth:`AmqpLoop.drive`); ``False`` on timeout."""
+    started = time.monotonic()
+    if loop.drive(slot.is_set, timeout):
+        return slot.is_set()
+    if timeout is not None:
+        timeout = max(0.0, timeout - (time.monotonic() - started))
+    return slot.wait(timeout)
 
 
 @register(EventDrivenConsumer, 'amqp')
@@ -451,13 +465,25 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
                     if not self._loop.alive:
                         self._resume()
                         continue
-                    try:
-                        item = self._inbox.get(timeout=POLL_INTERVAL)
-                    except queue.Empty:
-                        continue
-                    self._handle(*item)
+                    item = self._next_delivery(self._loop)
+                    if item is not None:
+                        self._handle(*item)
         finally:
             self._stop_consuming()
+
+    def _next_delivery(self, loop: AmqpLoop) -> Optional[_Delivery]:
+        """The next delivery, waiting at most :data:`POLL_INTERVAL` for it
+        (reading the connection in this thread while the inbox is empty)."""
+        inbox = self._inbox
+        try:
+            return inbox.get_nowait()
+        except queue.Empty:
+            pass
+        waited = loop.drive(lambda: not inbox.empty(), POLL_INTERVAL)
+        try:
+            return inbox.get(timeout=0 if waited else POLL_INTERVAL)
+        except queue.Empty:
+            return None
 
     def _resume(self) -> None:
         try:
@@ -480,30 +506,28 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             properties.content_type, properties.reply_to is not None,
             message_id, self.settings.max_message_size)
         try:
-            if outcome.reply is not None:
-                assert properties.reply_to is not None  # only requests get a reply
-                loop.submit(functools.partial(
-                    self._reply, properties.reply_to,
-                    properties.correlation_id, outcome.reply))
-            loop.run_now(functools.partial(
-                self._ack if outcome.ack else self._reject, tag))
+            loop.run_now(functools.partial(self._settle, tag, outcome, properties))
         except CommunicationError as e:
             log.warning('Cannot settle message %s, the broker will deliver it '
                         'again: %s', message_id, e)
 
-    def _reply(self, reply_to: str, correlation_id: Optional[str], body: bytes,
-               channel: pika.channel.Channel) -> None:
-        self._after_drain()
-        channel.basic_publish('', reply_to, body, pika.BasicProperties(
-            content_type=codec.REPLY_CONTENT_TYPE,
-            correlation_id=correlation_id))
-
-    def _ack(self, tag: int, channel: pika.channel.Channel) -> None:
-        self._ack_upto = tag
-
-    def _reject(self, tag: int, channel: pika.channel.Channel) -> None:
-        self._after_drain()
-        channel.basic_reject(tag, requeue=False)
+    def _settle(self, tag: int, outcome: dispatch.Outcome,
+                properties: pika.BasicProperties,
+                channel: pika.channel.Channel) -> None:
+        """Send the reply, if any, then acknowledge or reject the message;
+        the frames leave in one write."""
+        if outcome.reply is not None:
+            assert properties.reply_to is not None  # only requests get a reply
+            self._after_drain()
+            channel.basic_publish('', properties.reply_to, outcome.reply,
+                                  pika.BasicProperties(
+                                      content_type=codec.REPLY_CONTENT_TYPE,
+                                      correlation_id=properties.correlation_id))
+        if outcome.ack:
+            self._ack_upto = tag   # sent by _after_drain, batched
+        else:
+            self._after_drain()
+            channel.basic_reject(tag, requeue=False)
 
     def _after_drain(self) -> None:
         """Send the batched acknowledgement (I/O thread)."""
