@@ -5,6 +5,7 @@ import _thread
 import contextlib
 import logging
 import socket
+import subprocess
 import threading
 import time
 
@@ -201,6 +202,38 @@ def test_stray_reply_is_dropped_and_logged(caplog):
             rpc._on_reply(None, None, pika.BasicProperties(correlation_id='nobody'), b'{}')
             assert rpc.push_message('still works') == 'still works'
     assert any('unknown correlation id' in r.getMessage() for r in caplog.records)
+
+
+def unacknowledged(queue):
+    """How many messages of ``queue`` the broker counts as delivered but
+    not acknowledged (``rabbitmqctl``: AMQP does not tell)."""
+    out = subprocess.run(
+        ['rabbitmqctl', 'list_queues', '-q', '--no-table-headers', 'name',
+         'messages_unacknowledged'], capture_output=True, text=True,
+        check=True, timeout=60).stdout
+    counts = dict(line.split('\t') for line in out.splitlines() if '\t' in line)
+    return int(counts[queue])
+
+
+def test_processed_message_is_acknowledged_while_the_next_one_runs():
+    config = amqp_config(prefetch_count=10)
+    slow_started, release = threading.Event(), threading.Event()
+
+    def processor(message):
+        if message == 'slow':
+            slow_started.set()
+            release.wait(JOIN_TIMEOUT)
+    with comm.AsynchronProducer(**config) as prod:
+        prod.push_message('fast')
+        prod.push_message('slow')
+    with running_consumer(processor, **config):
+        try:
+            assert slow_started.wait(JOIN_TIMEOUT)
+            deadline = time.monotonic() + JOIN_TIMEOUT
+            while unacknowledged(config['queue']) != 1:  # 'fast' is acked
+                assert time.monotonic() < deadline, 'fast was not acknowledged'
+        finally:
+            release.set()
 
 
 def test_processor_slower_than_heartbeat_keeps_connection(caplog):

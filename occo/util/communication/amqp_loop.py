@@ -314,6 +314,10 @@ class _TurnIOLoop(select_connection.IOLoop):
         return self.poller
 
 
+def _nothing() -> None:
+    pass
+
+
 def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:
     """Run asynchronous ``steps`` one after the other, then call ``done()``.
 
@@ -341,15 +345,16 @@ class AmqpLoop:
         callbacks, and calls ``done()`` when the loop is ready.
     :param on_lost: ``on_lost(error)``, called on the I/O thread once, when
         the connection or the channel died (not when :meth:`stop` closed it).
-    :param after_drain: ``after_drain()``, called on the I/O thread after
-        each batch of operations, before its frames are written.
+    :param after_drain: ``after_drain(channel)``, called after each batch of
+        operations (turn held), before its frames are written.
     """
 
     def __init__(
             self, parameters: pika.ConnectionParameters, endpoint: str,
             setup: Callable[[pika.channel.Channel, Callable[[], None]], object],
             on_lost: Optional[Callable[[CommunicationError], object]] = None,
-            after_drain: Optional[Callable[[], object]] = None) -> None:
+            after_drain: Optional[Callable[[pika.channel.Channel], object]] = None,
+    ) -> None:
         self._parameters = parameters
         self.endpoint = endpoint
         self._setup = setup
@@ -482,6 +487,18 @@ class AmqpLoop:
         finally:
             self.connection.end_batch()
 
+    def call_later(self, delay: float, callback: Callable[[], object]) -> None:
+        """Run ``callback()`` on the I/O thread in ``delay`` seconds.
+
+        Call it from an operation (with the loop's turn held); timers die
+        with the connection.
+        """
+        assert self.connection is not None  # an operation runs on an open loop
+        self.connection.ioloop.call_later(delay, callback)
+        if threading.current_thread() is not self._thread:
+            # The I/O thread waits with a timeout it computed before.
+            self.connection.ioloop.add_callback_threadsafe(_nothing)
+
     def take_unsent(self) -> list[_Operation]:
         """Remove and return the operations a dead loop did not run.
 
@@ -542,7 +559,7 @@ class AmqpLoop:
             while outbox:
                 outbox.popleft()(self.channel)
             if self._after_drain is not None:
-                self._after_drain()
+                self._after_drain(self.channel)
         except Exception as e:
             log.exception('Operation on %s failed', self.endpoint)
             self._fail(translate_error(e, self.endpoint))

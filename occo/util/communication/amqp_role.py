@@ -44,8 +44,8 @@ class _MQRole:
 
     _loop: Optional[AmqpLoop] = None
     _reported_loss: Optional[AmqpLoop] = None
-    #: Hook run by the I/O thread after each batch (see AmqpLoop).
-    _after_drain: Optional[Callable[[], None]] = None
+    #: Hook run after each batch of operations (see AmqpLoop).
+    _after_drain: Optional[Callable[[pika.channel.Channel], None]] = None
     #: ``_setup(channel, done)``, run by the I/O thread on a new channel
     #: (see AmqpLoop); each class defines it.
     _setup: Callable[[pika.channel.Channel, Callable[[], None]], None]

@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 #: Longest wait between two looks at a consumer's cancel event, in seconds.
 POLL_INTERVAL = 0.25
+#: While more messages wait, a consumer acknowledges at least every this
+#: many messages...
+ACK_BATCH = 20
+#: ... and at most this many seconds after processing one. When no message
+#: waits it acknowledges at once.
+ACK_DELAY = 0.05
 
 #: A message as the producer publishes it: ``(routing_key, body, properties)``.
 _Record = tuple[str, bytes, pika.BasicProperties]
@@ -421,14 +427,20 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         self._inbox: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
         self._consuming = False
         self._consumer_tag: Optional[str] = None
-        self._ack_upto: Optional[int] = None   # I/O thread: highest tag to ack, not sent yet
+        # Acknowledgements not sent yet (turn held): the highest tag, how
+        # many messages, since when.
+        self._ack_upto: Optional[int] = None
+        self._ack_count = 0
+        self._ack_since = 0.0
+        self._ack_timer = False   # an _ack_due call is scheduled
+        self._ack_batch = max(1, min(ACK_BATCH, self.settings.prefetch_count // 2))
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
         steps: list[_Step] = [lambda done: channel.basic_qos(
             prefetch_count=s.prefetch_count, callback=done)]
         steps += self._declare_steps(channel, [s.queue])
-        self._ack_upto = None
+        self._ack_upto, self._ack_count, self._ack_timer = None, 0, False
         if self._consuming:
             steps.append(functools.partial(self._consume, channel))
         run_steps(steps, done)
@@ -514,27 +526,50 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
     def _settle(self, tag: int, outcome: dispatch.Outcome,
                 properties: pika.BasicProperties,
                 channel: pika.channel.Channel) -> None:
-        """Send the reply, if any, then acknowledge or reject the message;
-        the frames leave in one write."""
+        """Send the reply, if any, then acknowledge or reject the message.
+
+        Acknowledgements are batched (one ``multiple`` ack) while more
+        messages wait in the inbox, for at most :data:`ACK_BATCH` messages
+        or :data:`ACK_DELAY` seconds; the frames leave in one write.
+        """
         if outcome.reply is not None:
             assert properties.reply_to is not None  # only requests get a reply
-            self._after_drain()
             channel.basic_publish('', properties.reply_to, outcome.reply,
                                   pika.BasicProperties(
                                       content_type=codec.REPLY_CONTENT_TYPE,
                                       correlation_id=properties.correlation_id))
         if outcome.ack:
-            self._ack_upto = tag   # sent by _after_drain, batched
+            if self._ack_upto is None:
+                self._ack_since = time.monotonic()
+            self._ack_upto = tag
+            self._ack_count += 1
         else:
-            self._after_drain()
+            self._send_ack(channel)
             channel.basic_reject(tag, requeue=False)
 
-    def _after_drain(self) -> None:
-        """Send the batched acknowledgement (I/O thread)."""
-        if self._ack_upto is not None:
-            tag, self._ack_upto = self._ack_upto, None
-            assert self._loop is not None and self._loop.channel is not None
-            self._loop.channel.basic_ack(tag, multiple=True)
+    def _after_drain(self, channel: pika.channel.Channel) -> None:
+        """Send the batched acknowledgement when it is due (turn held)."""
+        if self._ack_upto is None:
+            return
+        if (self._inbox.empty() or self._ack_count >= self._ack_batch
+                or time.monotonic() - self._ack_since >= ACK_DELAY):
+            self._send_ack(channel)
+        elif not self._ack_timer:
+            self._ack_timer = True
+            assert self._loop is not None  # an operation runs on an open loop
+            self._loop.call_later(ACK_DELAY, functools.partial(self._ack_due, channel))
+
+    def _ack_due(self, channel: pika.channel.Channel) -> None:
+        """Timer on the I/O thread: the held acknowledgement is due."""
+        loop = self._loop
+        if loop is not None and channel is loop.channel:  # not a dead one's
+            self._ack_timer = False
+            self._send_ack(channel)
+
+    def _send_ack(self, channel: pika.channel.Channel) -> None:
+        if self._ack_upto is not None and channel.is_open:
+            tag, self._ack_upto, self._ack_count = self._ack_upto, None, 0
+            channel.basic_ack(tag, multiple=True)
 
     def _stop_consuming(self) -> None:
         self._consuming = False
