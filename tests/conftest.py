@@ -54,6 +54,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+#: Queues that amqp_config named on the test broker during the current
+#: test; :func:`delete_named_queues` deletes them after it.
+_NAMED_QUEUES = []
+
+
 def amqp_config(**overrides):
     """Configuration of the test broker with a fresh queue name."""
     queue = 'test-' + uuid.uuid4().hex
@@ -61,7 +66,19 @@ def amqp_config(**overrides):
                   vhost='/', user='guest', password='guest', queue=queue,
                   routing_key=queue, durable=False, connect_timeout=5)
     config.update(overrides)
+    if (config['host'], config['port']) == (BROKER_HOST, BROKER_PORT):
+        _NAMED_QUEUES.append(queue)
     return config
+
+
+@pytest.fixture(autouse=True)
+def delete_named_queues():
+    """Leave the shared broker as the test found it."""
+    yield
+    queues = list(_NAMED_QUEUES)
+    _NAMED_QUEUES.clear()
+    if queues:
+        _delete_queues(queues)
 
 
 def memory_config(**overrides):
@@ -80,17 +97,10 @@ def backend(request):
 @pytest.fixture
 def config(backend):
     """A fresh configuration (own queue) for the backend under test."""
-    queues = []
-
     def make(**overrides):
         maker = amqp_config if backend == 'amqp' else memory_config
-        cfg = maker(**overrides)
-        if isinstance(cfg['queue'], str):
-            queues.append(cfg['queue'])
-        return cfg
-    yield make
-    if backend == 'amqp':
-        _delete_queues(queues)
+        return maker(**overrides)
+    return make
 
 
 def _delete_queues(queues):
