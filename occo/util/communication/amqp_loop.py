@@ -12,12 +12,19 @@ thread of its own (see ``docs/design.rst`` for the measurements):
   the I/O thread and wait for their own reply;
 * a lost connection is noticed at once, not on the next call.
 
-Other threads talk to the loop only through :meth:`AmqpLoop.submit`, which
-appends an operation to an outbox and wakes the I/O thread once per batch
-(``add_callback_threadsafe``, the only thread-safe call pika offers). The
-I/O thread runs every queued operation, and writes all the frames the batch
-produced with one ``send`` (:class:`_BatchingConnection`), so a burst of
-messages costs one wake-up and one system call, not three per message.
+Other threads talk to the loop in three ways, all thread-safe:
+
+* :meth:`AmqpLoop.submit` appends an operation to an outbox and wakes the
+  I/O thread once per batch (``add_callback_threadsafe``, the only
+  thread-safe call pika offers). The I/O thread runs every queued operation
+  and writes all the frames the batch produced with one ``send``
+  (:class:`_BatchingConnection`): a burst of messages costs one wake-up and
+  one system call, not three per message.
+* :meth:`AmqpLoop.run_now` runs an operation in the calling thread, which
+  takes the loop's *turn* (a lock the I/O thread holds except while it
+  waits for the network) and writes the frames itself.
+* :meth:`AmqpLoop.drive` lends the socket to a thread that waits for a
+  reply or a delivery, so that what arrives wakes that thread directly.
 
 pika's errors are translated into this package's errors in one place,
 :func:`translate_error`.
