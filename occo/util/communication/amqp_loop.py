@@ -152,8 +152,9 @@ class _SharedEpoll:
     after running any of them, in case they settled what it waits for.
     """
 
-    def __init__(self, turn: threading.Lock) -> None:
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool]) -> None:
         self._turn = turn
+        self._queued = queued
         self._epoll = select.epoll()
         #: fd -> the events pika wants for it.
         self._events: dict[int, int] = {}
@@ -172,7 +173,9 @@ class _SharedEpoll:
     def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
         self._turn.release()
         try:
-            return self._epoll.poll(timeout)
+            # An operation queued while the turn was held is run before
+            # waiting: _TurnPoller.poll runs it next.
+            return self._epoll.poll(0 if self._queued() else timeout)
         finally:
             self._turn.acquire()
 
@@ -234,7 +237,7 @@ class _SharedEpoll:
         return the socket's events, 0 if only poked or timed out."""
         self._turn.release()
         try:
-            ready = self._borrowed.poll(timeout)
+            ready = self._borrowed.poll(0 if self._queued() else timeout)
         finally:
             self._turn.acquire()
         socket_events = 0
@@ -269,10 +272,13 @@ class _TurnPoller(select_connection.EPollPoller):
 
     _poll: Optional[_SharedEpoll]
 
-    def __init__(self, turn: threading.Lock,
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
+                 run_queued: Callable[[], object],
                  get_wait_seconds: Callable[[], Optional[float]],
                  process_timeouts: Callable[[], None]) -> None:
         self._turn = turn
+        self._queued = queued
+        self._run_queued = run_queued
         self._run_timers = process_timeouts
         super().__init__(get_wait_seconds=get_wait_seconds,
                          process_timeouts=self._run_timers_and_poke)
@@ -282,7 +288,7 @@ class _TurnPoller(select_connection.EPollPoller):
         self.poke()
 
     def _create_poller(self) -> _SharedEpoll:
-        return _SharedEpoll(self._turn)
+        return _SharedEpoll(self._turn, self._queued)
 
     @property
     def shared_epoll(self) -> Optional[_SharedEpoll]:
@@ -291,6 +297,7 @@ class _TurnPoller(select_connection.EPollPoller):
 
     def poll(self) -> None:
         super().poll()
+        self._run_queued()
         self.poke()
 
     def poke(self) -> None:
@@ -310,13 +317,17 @@ class _TurnIOLoop(select_connection.IOLoop):
 
     poller: _TurnPoller
 
-    def __init__(self, turn: threading.Lock) -> None:
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
+                 run_queued: Callable[[], object]) -> None:
         self._turn = turn
+        self._queued = queued
+        self._run_queued = run_queued
         super().__init__()
 
     def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],
                     process_timeouts: Callable[[], None]) -> _TurnPoller:
-        self.poller = _TurnPoller(self._turn, get_wait_seconds=get_wait_seconds,
+        self.poller = _TurnPoller(self._turn, self._queued, self._run_queued,
+                                  get_wait_seconds=get_wait_seconds,
                                   process_timeouts=process_timeouts)
         return self.poller
 
@@ -414,31 +425,65 @@ class AmqpLoop:
         if self.error is not None:
             raise self.error
         self._outbox.append(operation)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Have the I/O thread run the outbox soon."""
         if not self._wake_pending:
             self._wake_pending = True
             assert self.connection is not None  # start() returned
             self.connection.ioloop.add_callback_threadsafe(self._drain)
 
     def run_now(self, operation: _Operation) -> None:
-        """Run ``operation(channel)`` in the calling thread, and write its
-        frames.
+        """Queue ``operation(channel)`` and run the queue in the calling
+        thread, writing its frames, unless another thread runs pika code.
 
-        The calling thread takes the loop's turn: it waits while another
-        thread runs pika code (microseconds), never while the I/O thread
-        waits for the network. It runs what is queued, then ``operation``,
-        which saves the wake-up of the I/O thread (tens of microseconds,
-        most of an RPC request's latency on a loopback broker).
-        Thread-safe; operations still run in order. Not to be called from
-        the loop's own callbacks, which hold the turn already.
+        The calling thread takes the loop's turn, free whenever the I/O
+        thread waits for the network, which saves waking the I/O thread
+        (tens of microseconds, most of an RPC request's latency on a
+        loopback broker). When the turn is taken, the call returns at once:
+        the holder runs the queue before it lets go of the turn or waits,
+        so several threads' requests leave in one write. Operations run in
+        the order they were queued. Not to be called from the loop's own
+        callbacks.
 
-        :raises CommunicationError: when the connection is lost.
+        :raises CommunicationError: when the connection is lost (if it is
+            lost while another thread holds the turn, the operation is
+            dropped; the object's ``on_lost`` tells its waiters).
         """
-        with self._turn:
-            if self.alive and self.channel is not None and self.channel.is_open:
-                self._outbox.append(operation)
+        self._outbox.append(operation)
+        if not self._turn.acquire(blocking=False):
+            return   # its holder runs the outbox before it lets go or waits
+        try:
+            if self._runnable():
                 self._drain()
                 return
-        self.submit(operation)
+        finally:
+            self._release_turn()
+        if self.error is not None:
+            raise self.error
+        self._wake()
+
+    def _runnable(self) -> bool:
+        """Whether operations wait and the channel can run them."""
+        return (bool(self._outbox) and self.error is None
+                and self.channel is not None and self.channel.is_open)
+
+    def _release_turn(self) -> None:
+        """Let go of the turn, then run what was queued meanwhile by threads
+        that found the turn taken (unless another thread took it: then that
+        one does)."""
+        self._turn.release()
+        while self._runnable() and self._turn.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._turn.release()
+
+    def _drain_runnable(self) -> None:
+        """Run the outbox if operations wait and can run (turn held)."""
+        if self._runnable():
+            self._drain()
 
     def drive(self, done: Callable[[], bool], timeout: Optional[float]) -> bool:
         """Wait until ``done()`` is true, reading the connection in the
@@ -460,8 +505,12 @@ class AmqpLoop:
         ioloop, fd = self._ioloop, self._socket_fd
         if ioloop is None or fd is None:
             return False
+        epoll = ioloop.poller.shared_epoll
+        if epoll is None or epoll.lent is not None:
+            return False   # another thread drives; no need to wait for the turn
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._turn:
+        self._turn.acquire()
+        try:
             epoll = ioloop.poller.shared_epoll
             if (epoll is None or epoll.lent is not None or not self.alive
                     or not epoll.lend(fd)):
@@ -478,8 +527,11 @@ class AmqpLoop:
                     events = epoll.wait_borrowed(wait)
                     if events and epoll.lent == fd:
                         self._dispatch(ioloop.poller, fd, events)
+                    self._drain_runnable()
             finally:
                 epoll.give_back()
+        finally:
+            self._release_turn()
         return True
 
     def _dispatch(self, poller: _TurnPoller, fd: int, events: int) -> None:
@@ -538,7 +590,8 @@ class AmqpLoop:
     def _run(self) -> None:
         self._turn.acquire()
         try:
-            self._ioloop = _TurnIOLoop(self._turn) if _HAS_EPOLL else None
+            self._ioloop = _TurnIOLoop(self._turn, self._runnable,
+                                       self._drain_runnable) if _HAS_EPOLL else None
             self.connection = _BatchingConnection(
                 self._parameters, on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error,
