@@ -162,6 +162,9 @@ class _SharedEpoll:
         self._shared: Optional[int] = None
         #: The shared fd while a borrower watches it instead of this epoll.
         self.lent: Optional[int] = None
+        #: A thread borrows (from lend to give_back), even if the socket
+        #: closed meanwhile.
+        self._borrowing = False
         self._closed = False
         self._borrowed = select.epoll()
         self._poke_read, self._poke_write = os.pipe()
@@ -203,10 +206,10 @@ class _SharedEpoll:
     def close(self) -> None:
         self._closed = True
         self._epoll.close()
-        if self.lent is None:
-            self._close_borrowed()
+        if self._borrowing:
+            self.poke()   # the borrower closes its side when it gives back
         else:
-            self.poke()   # the borrower closes it when it gives the socket back
+            self._close_borrowed()
 
     # -- what a borrowing caller calls (turn held) --------------------------
     def lend(self, fd: int) -> bool:
@@ -221,12 +224,14 @@ class _SharedEpoll:
             self._shared = fd
         self._epoll.unregister(fd)
         self.lent = fd
+        self._borrowing = True
         return True
 
     def give_back(self) -> None:
         """Watch the lent fd here again (level-triggered: data that arrived
         meanwhile wakes the I/O thread at once)."""
         fd, self.lent = self.lent, None
+        self._borrowing = False
         if self._closed:
             self._close_borrowed()
         elif fd is not None:
@@ -250,14 +255,20 @@ class _SharedEpoll:
 
     def poke(self) -> None:
         """Wake the borrower, if any (I/O thread)."""
-        if self.lent is not None:
+        if self._borrowing:
             with contextlib.suppress(BlockingIOError):  # one is pending already
                 os.write(self._poke_write, b'.')
 
+    @property
+    def borrowing(self) -> bool:
+        """Whether a thread borrows the socket (from lend to give_back)."""
+        return self._borrowing
+
     def _close_borrowed(self) -> None:
-        self._borrowed.close()
-        os.close(self._poke_read)
-        os.close(self._poke_write)
+        if not self._borrowed.closed:
+            self._borrowed.close()
+            os.close(self._poke_read)
+            os.close(self._poke_write)
 
 
 def _drain_pipe(fd: int) -> None:
@@ -506,13 +517,13 @@ class AmqpLoop:
         if ioloop is None or fd is None:
             return False
         epoll = ioloop.poller.shared_epoll
-        if epoll is None or epoll.lent is not None:
+        if epoll is None or epoll.borrowing:
             return False   # another thread drives; no need to wait for the turn
         deadline = None if timeout is None else time.monotonic() + timeout
         self._turn.acquire()
         try:
             epoll = ioloop.poller.shared_epoll
-            if (epoll is None or epoll.lent is not None or not self.alive
+            if (epoll is None or epoll.borrowing or not self.alive
                     or not epoll.lend(fd)):
                 return False
             try:
