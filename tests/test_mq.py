@@ -204,6 +204,17 @@ def test_stray_reply_is_dropped_and_logged(caplog):
     assert any('unknown correlation id' in r.getMessage() for r in caplog.records)
 
 
+def test_routing_key_longer_than_amqp_allows_raises_and_producer_goes_on():
+    config = amqp_config()
+    collector = Collector()
+    with running_consumer(collector, **config):
+        with comm.AsynchronProducer(**config) as prod:
+            with pytest.raises(comm.ConfigurationError, match='256 bytes'):
+                prod.push_message('lost?', routing_key='k' * 256)
+            prod.push_message('after')
+        assert collector.wait_for(1) == ['after']
+
+
 def unacknowledged(queue):
     """How many messages of ``queue`` the broker counts as delivered but
     not acknowledged (``rabbitmqctl``: AMQP does not tell)."""

@@ -52,8 +52,9 @@ from pika.adapters.utils.io_services_utils import \
     _AsyncPlaintextTransport as _PlaintextTransport
 
 from ..exceptions import CommunicationError, CriticalError, TransientError
+from .amqp_frames import PublishFrames
 
-__all__ = ['AmqpLoop', 'translate_error', 'run_steps']
+__all__ = ['AmqpLoop', 'translate_error', 'run_steps', 'publish']
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class _BatchingConnection(pika.SelectConnection):
 
     _batch: Optional[list[bytes]] = None
     _batch_size = 0
+    _publish_frames: Optional[PublishFrames] = None
 
     # This class overrides and calls pika privates (_output_marshaled_frames,
     # _adapter_emit_data, _transport and the transport's _sock and _state)
@@ -116,6 +118,21 @@ class _BatchingConnection(pika.SelectConnection):
         if frames:
             super()._output_marshaled_frames(  # type: ignore[misc]
                 (b''.join(frames),))
+
+    def publish(self, channel: pika.channel.Channel, exchange: str,
+                routing_key: str, body: bytes,
+                properties: pika.BasicProperties, mandatory: bool) -> None:
+        """``channel.basic_publish``, with the frames marshalled by
+        :class:`~occo.util.communication.amqp_frames.PublishFrames`."""
+        if not channel.is_open:
+            raise pe.ChannelWrongStateError('Channel is closed.')
+        frames = self._publish_frames
+        if frames is None:
+            frames = self._publish_frames = PublishFrames(
+                channel.channel_number,
+                self._body_max_length)  # type: ignore[attr-defined]
+        self._output_marshaled_frames(frames.marshal(
+            exchange, routing_key, body, properties, mandatory))
 
     def _adapter_emit_data(self, data: bytes) -> None:
         transport = self._transport  # type: ignore[attr-defined]
@@ -345,6 +362,19 @@ class _TurnIOLoop(select_connection.IOLoop):
 
 def _nothing() -> None:
     pass
+
+
+def publish(channel: pika.channel.Channel, exchange: str, routing_key: str,
+            body: bytes, properties: pika.BasicProperties,
+            mandatory: bool = False) -> None:
+    """Publish one message on a channel of an :class:`AmqpLoop` (turn held).
+
+    Equivalent to ``channel.basic_publish``, about three times cheaper.
+    """
+    connection = channel.connection
+    assert isinstance(connection, _BatchingConnection)  # every AmqpLoop's is
+    connection.publish(channel, exchange, routing_key, body, properties,
+                       mandatory)
 
 
 def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:

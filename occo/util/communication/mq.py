@@ -42,7 +42,7 @@ import pika.spec
 from ..exceptions import CommunicationError, ConfigurationError, CriticalError
 from ..exceptions import RPCTimeoutError, TransientError
 from . import codec, dispatch
-from .amqp_loop import AmqpLoop, _Step, run_steps
+from .amqp_loop import AmqpLoop, _Step, publish, run_steps
 from .amqp_role import _MQRole
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register
@@ -160,8 +160,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             channel.queue_declare(routing_key, durable=self.settings.durable,
                                   arguments=self.settings.queue_arguments())
             self._declared.add(routing_key)
-        channel.basic_publish(self._exchange, routing_key, body, properties,
-                              mandatory=True)
+        publish(channel, self._exchange, routing_key, body, properties,
+                mandatory=True)
         if self.settings.confirm:
             self._tag += 1
             self._unconfirmed[self._tag] = record
@@ -329,8 +329,8 @@ class MQRPCProducer(_MQRole, RPCProducer):
             channel.queue_declare(routing_key, durable=self.settings.durable,
                                   arguments=self.settings.queue_arguments())
             self._declared.add(routing_key)
-        channel.basic_publish(self._exchange, routing_key, body, properties,
-                              mandatory=True)
+        publish(channel, self._exchange, routing_key, body, properties,
+                mandatory=True)
 
     def _on_reply(self, channel: pika.channel.Channel,
                   method: pika.spec.Basic.Deliver,
@@ -534,10 +534,10 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         """
         if outcome.reply is not None:
             assert properties.reply_to is not None  # only requests get a reply
-            channel.basic_publish('', properties.reply_to, outcome.reply,
-                                  pika.BasicProperties(
-                                      content_type=codec.REPLY_CONTENT_TYPE,
-                                      correlation_id=properties.correlation_id))
+            publish(channel, '', properties.reply_to, outcome.reply,
+                    pika.BasicProperties(
+                        content_type=codec.REPLY_CONTENT_TYPE,
+                        correlation_id=properties.correlation_id))
         if outcome.ack:
             if self._ack_upto is None:
                 self._ack_since = time.monotonic()
