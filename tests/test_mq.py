@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import occo.util.communication as comm
-from occo.util.communication import codec
+from occo.util.communication import amqp_loop, codec
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
                       amqp_config, running_consumer)
 
@@ -202,6 +202,17 @@ def test_stray_reply_is_dropped_and_logged(caplog):
             rpc._on_reply(None, None, pika.BasicProperties(correlation_id='nobody'), b'{}')
             assert rpc.push_message('still works') == 'still works'
     assert any('unknown correlation id' in r.getMessage() for r in caplog.records)
+
+
+def test_rpc_and_consuming_work_without_epoll(monkeypatch):
+    # Where select.epoll is missing (macOS), pika's own loop runs everything
+    # on the I/O thread: no turn to take, no socket to borrow.
+    monkeypatch.setattr(amqp_loop, '_HAS_EPOLL', False)
+    config = amqp_config(rpc_timeout=JOIN_TIMEOUT)
+    with running_consumer(lambda m: m * 2, **config):
+        with comm.RPCProducer(**config) as rpc:
+            assert [rpc.push_message(n) for n in range(20)] == list(range(0, 40, 2))
+            assert rpc._loop._ioloop is None
 
 
 def test_routing_key_longer_than_amqp_allows_raises_and_producer_goes_on():

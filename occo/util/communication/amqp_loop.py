@@ -492,6 +492,10 @@ class AmqpLoop:
             lost while another thread holds the turn, the operation is
             dropped; the object's ``on_lost`` tells its waiters).
         """
+        if self._ioloop is None:
+            # pika's own loop (no epoll) never lets go of the turn.
+            self.submit(operation)
+            return
         self._outbox.append(operation)
         if not self._turn.acquire(blocking=False):
             return   # its holder runs the outbox before it lets go or waits
