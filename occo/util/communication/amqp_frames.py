@@ -18,7 +18,9 @@ import struct
 
 import pika
 
-__all__ = ['PublishFrames', 'MAX_SHORTSTR']
+from ..exceptions import ConfigurationError
+
+__all__ = ['PublishFrames', 'MAX_SHORTSTR', 'shortstr']
 
 #: Longest exchange name or routing key AMQP can carry, in UTF-8 bytes.
 MAX_SHORTSTR = 255
@@ -47,8 +49,8 @@ class PublishFrames:
                 mandatory: bool = False) -> list[bytes]:
         """The frames of one message, ready to write.
 
-        :raises ValueError: when ``exchange`` or ``routing_key`` is longer
-            than :data:`MAX_SHORTSTR` bytes.
+        :raises ConfigurationError: when ``exchange`` or ``routing_key`` is
+            longer than :data:`MAX_SHORTSTR` bytes.
         """
         key = (exchange, routing_key, mandatory)
         method = self._methods.get(key)
@@ -67,15 +69,21 @@ class PublishFrames:
 
     def _method_frame(self, exchange: str, routing_key: str,
                       mandatory: bool) -> bytes:
-        payload = (_BASIC_PUBLISH + _shortstr(exchange, 'exchange')
-                   + _shortstr(routing_key, 'routing key')
+        payload = (_BASIC_PUBLISH + shortstr(exchange, 'exchange')
+                   + shortstr(routing_key, 'routing key')
                    + (b'\x01' if mandatory else b'\x00'))
         return _FRAME_HEAD.pack(_METHOD, self._channel, len(payload)) + payload + _FRAME_END
 
 
-def _shortstr(text: str, what: str) -> bytes:
+def shortstr(text: str, what: str) -> bytes:
+    """``text`` as an AMQP short string: a length byte, then UTF-8.
+
+    :param what: how the error names ``text`` (``'routing key'``).
+    :raises ConfigurationError: (a :class:`ValueError`) when ``text`` is
+        longer than :data:`MAX_SHORTSTR` bytes.
+    """
     data = text.encode('utf-8')
     if len(data) > MAX_SHORTSTR:
-        raise ValueError('{} of {} bytes is longer than AMQP allows ({}): '
+        raise ConfigurationError('{} of {} bytes is longer than AMQP allows ({}): '
                          '{!r}...'.format(what, len(data), MAX_SHORTSTR, text[:40]))
     return bytes((len(data),)) + data

@@ -141,10 +141,10 @@ class _BatchingConnection(pika.SelectConnection):
                 and not transport.get_write_buffer_size()):
             try:
                 sent = transport._sock.send(data)  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                sent = 0
             except OSError:
-                sent = 0   # pika's own write meets the error and aborts
+                # Full (EAGAIN) or broken: pika's buffered write retries,
+                # or meets the error and aborts the connection.
+                sent = 0
             if sent == len(data):
                 return
             data = data[sent:]
@@ -521,7 +521,7 @@ class AmqpLoop:
         self._turn.release()
         while self._runnable() and self._turn.acquire(blocking=False):
             try:
-                self._drain()
+                self._drain_runnable()
             finally:
                 self._turn.release()
 

@@ -27,7 +27,7 @@ import pika.channel
 from ..exceptions import CommunicationError, ConfigurationError
 from ..exceptions import CriticalError
 from . import codec
-from .amqp_frames import MAX_SHORTSTR
+from .amqp_frames import MAX_SHORTSTR, shortstr
 from .amqp_loop import AmqpLoop, _Step
 from .comm import warn_unknown_keys
 from .settings import Settings
@@ -160,10 +160,8 @@ class _MQRole:
             raise ConfigurationError(
                 "missing configuration key 'routing_key' (or 'queue'): "
                 "where should the message go?")
-        if len(target) > MAX_SHORTSTR // 4 and len(target.encode()) > MAX_SHORTSTR:
-            raise ConfigurationError(
-                'routing key of {} bytes is longer than AMQP allows ({}): '
-                '{!r}...'.format(len(target.encode()), MAX_SHORTSTR, target[:40]))
+        if len(target) > MAX_SHORTSTR // 4:   # may be too long in UTF-8
+            shortstr(target, 'routing key')   # raises in the caller's thread
         return target
 
 

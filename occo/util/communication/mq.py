@@ -551,13 +551,14 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         """Send the batched acknowledgement when it is due (turn held)."""
         if self._ack_upto is None:
             return
+        loop = self._loop
         if (self._inbox.empty() or self._ack_count >= self._ack_batch
-                or time.monotonic() - self._ack_since >= ACK_DELAY):
+                or time.monotonic() - self._ack_since >= ACK_DELAY
+                or loop is None or channel is not loop.channel):  # a dying loop's
             self._send_ack(channel)
         elif not self._ack_timer:
             self._ack_timer = True
-            assert self._loop is not None  # an operation runs on an open loop
-            self._loop.call_later(ACK_DELAY, functools.partial(self._ack_due, channel))
+            loop.call_later(ACK_DELAY, functools.partial(self._ack_due, channel))
 
     def _ack_due(self, channel: pika.channel.Channel) -> None:
         """Timer on the I/O thread: the held acknowledgement is due."""
