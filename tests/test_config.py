@@ -199,5 +199,29 @@ def test_mask_secrets_does_not_mutate_input():
     assert data == original
 
 
+@pytest.mark.parametrize('password', ['se/cret', 'se?cret', 'se#cret',
+                                      'se@cret', 'se cret', 'se:cret',
+                                      '5672/se', 'a@b/c?d#e f'])
+def test_mask_secrets_masks_url_password_with_unescaped_characters(password):
+    url = 'amqp://bob:{}@h:5672/v?heartbeat=5'.format(password)
+
+    assert mask_secrets(url) == 'amqp://bob:***@h:5672/v?heartbeat=5'
+    assert repr(Config(url=url)) == (
+        "Config(url='amqp://bob:***@h:5672/v?heartbeat=5')")
+
+
+@pytest.mark.parametrize('text', ['amqp://bob@h/', 'amqp://h:5672/v',
+                                  'mail bob@example.com', 'no url'])
+def test_mask_secrets_leaves_text_without_url_password_unchanged(text):
+    assert mask_secrets(text) == text
+
+
+def test_mask_secrets_masks_every_password_of_several_urls_in_one_string():
+    masked = mask_secrets('amqp://a:one/x@h1, amqp://b:two@h2 and c@d')
+
+    assert 'one' not in masked and 'two' not in masked
+    assert masked.startswith('amqp://a:***@')
+
+
 def test_config_module_examples_run():
     assert doctest.testmod(config).failed == 0

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Optional, Union, cast
 
@@ -38,8 +37,6 @@ __all__ = ['Config', 'DefaultConfig', 'DefaultYAMLConfig', 'YAMLLoader',
            'yaml_load_safe', 'mask_secrets']
 
 _MASK = '***'
-_URL_PASSWORD = re.compile(
-    r'(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*@')
 _KIND = {dict: 'a mapping', list: 'a list', str: 'a string', int: 'an integer',
          float: 'a number', bool: 'a boolean', bytes: 'binary data'}
 
@@ -55,8 +52,16 @@ def mask_secrets(obj: Any) -> Any:
     password of every URL in a string (``amqp://user:secret@host`` becomes
     ``amqp://user:***@host``). Use it before showing or logging configuration.
 
+    In a string, everything from the first ``://`` to the last ``@`` is
+    masked but the user name (up to the first ``:``), so a password with an
+    unescaped ``/``, ``?``, ``#``, ``@`` or space is masked whole. This may
+    mask more than the password (two URLs in one string, an ``@`` after the
+    URL); it never shows one.
+
     >>> mask_secrets({'mq': {'url': 'amqp://guest:guest@localhost/'}})
     {'mq': {'url': 'amqp://guest:***@localhost/'}}
+    >>> mask_secrets('amqp://bob:a/b?c#d@e f@host/vhost')
+    'amqp://bob:***@host/vhost'
 
     :param obj: plain data: mappings, lists, tuples, strings and scalars.
     :returns: a masked copy; mappings become :class:`dict`. *obj* is not
@@ -68,8 +73,28 @@ def mask_secrets(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(mask_secrets(item) for item in obj)
     if isinstance(obj, str):
-        return _URL_PASSWORD.sub(r'\g<prefix>' + _MASK + '@', obj)
+        return _mask_url_password(obj)
     return obj
+
+
+def _mask_url_password(text: str) -> str:
+    """``text`` with everything between the first ``://`` and the last
+    ``@``, but the user name, replaced by ``'***'``.
+
+    A parser that stops at the first ``/``, ``?`` or ``#`` (as
+    :func:`urllib.parse.urlsplit` does) shows the rest of a password that
+    holds one unescaped, so the user information is taken to run to the
+    last ``@``, as :class:`~occo.util.communication.settings.Settings`
+    reads it.
+    """
+    start = text.find('://')
+    at = text.rfind('@')
+    if start < 0 or at < start + 3:
+        return text
+    user, colon, _ = text[start + 3:at].partition(':')
+    if not colon:  # no password: amqp://user@host
+        return text
+    return '{}{}:{}{}'.format(text[:start + 3], user, _MASK, text[at:])
 
 
 def _is_password_key(key: object) -> bool:
