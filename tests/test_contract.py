@@ -286,10 +286,12 @@ def test_bad_config_value_raises_configuration_error_naming_key(config, key, val
 def test_push_message_without_any_routing_key_raises_configuration_error(config):
     cfg = config()
     del cfg['queue'], cfg['routing_key']
-    for role in (comm.AsynchronProducer, comm.RPCProducer):
-        with role(**cfg) as prod:
-            with pytest.raises(comm.ConfigurationError, match='routing_key'):
-                prod.push_message('nowhere', timeout=1)
+    with comm.AsynchronProducer(**cfg) as prod:
+        with pytest.raises(comm.ConfigurationError, match='routing_key'):
+            prod.push_message('nowhere')
+    with comm.RPCProducer(**cfg) as rpc:
+        with pytest.raises(comm.ConfigurationError, match='routing_key'):
+            rpc.push_message('nowhere', timeout=1)
 
 
 def test_consumer_cancelled_before_it_starts_stops_and_can_start_again(config):

@@ -100,7 +100,7 @@ def test_queue_is_durable_and_messages_persistent_by_default():
     assert codec.decode(body, properties.content_type) == {'k': 1}
 
 
-def test_target_queue_is_declared_once_per_connection(monkeypatch):
+def test_only_the_configured_queue_is_declared_once_per_connection(monkeypatch):
     declared = []
     real = pika.channel.Channel.queue_declare
 
@@ -109,16 +109,18 @@ def test_target_queue_is_declared_once_per_connection(monkeypatch):
         return real(self, queue, *args, **kwargs)
     monkeypatch.setattr(pika.channel.Channel, 'queue_declare', spy)
     config = amqp_config()
-    other = amqp_config()['queue']
-    with comm.AsynchronProducer(**config) as prod:
-        for i in range(50):
-            prod.push_message(i)
-            prod.push_message(i, routing_key=other)
-    assert sorted(declared) == sorted([config['queue'], other])
-    assert queue_depth(config['queue']) == 50 and queue_depth(other) == 50
-    with raw_channel() as channel:
-        channel.queue_delete(config['queue'])
-        channel.queue_delete(other)
+    misspelled = amqp_config()['queue']
+    prod = comm.AsynchronProducer(**config)
+    with pytest.raises(comm.CriticalError, match='50 message.*NO_ROUTE') as info:
+        with prod:
+            for i in range(50):
+                prod.push_message(i)
+                prod.push_message(i, routing_key=misspelled)
+    assert info.value.http_code == 404
+    assert declared == [config['queue']]
+    assert queue_depth(config['queue']) == 50
+    with raw_channel() as channel, pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        channel.queue_declare(misspelled, passive=True)
 
 
 def test_unroutable_message_to_exchange_raises_on_flush():

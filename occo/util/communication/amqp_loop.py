@@ -27,7 +27,7 @@ Other threads talk to the loop in three ways, all thread-safe:
   reply or a delivery, so that what arrives wakes that thread directly.
 
 pika's errors are translated into this package's errors in one place,
-:func:`translate_error`.
+:func:`~occo.util.communication.failures.translate_error`.
 """
 
 from __future__ import annotations
@@ -37,24 +37,23 @@ import contextlib
 import logging
 import os
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Optional, Union
+from typing import Optional
 
 import pika
 import pika.channel
 import pika.exceptions as pe
 from pika.adapters import select_connection
-from pika.adapters.utils import connection_workflow as workflow
 from pika.adapters.utils.io_services_utils import \
     _AsyncPlaintextTransport as _PlaintextTransport
 
-from ..exceptions import CommunicationError, CriticalError, TransientError
+from ..exceptions import CommunicationError, TransientError
 from .amqp_frames import PublishFrames
+from .failures import translate_error
 
-__all__ = ['AmqpLoop', 'translate_error', 'run_steps', 'publish']
+__all__ = ['AmqpLoop', 'run_steps', 'publish']
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +426,8 @@ class AmqpLoop:
         self._stopping = False
         #: The :class:`~occo.util.exceptions.CommunicationError` that ended the loop, if any.
         self.error: Optional[CommunicationError] = None
+        #: ``time.monotonic()`` when :meth:`start` returned, if it did.
+        self.opened_at: Optional[float] = None
         #: ``time.monotonic()`` when the loop failed, if it did.
         self.failed_at: Optional[float] = None
         self.connection: Optional[_BatchingConnection] = None
@@ -455,6 +456,7 @@ class AmqpLoop:
         if self.error is not None:
             self._thread.join(timeout)
             raise self.error
+        self.opened_at = time.monotonic()
 
     def submit(self, operation: _Operation) -> None:
         """Run ``operation(channel)`` on the I/O thread, soon.
@@ -717,68 +719,3 @@ class AmqpLoop:
         self._ready.set()
         if self._on_lost is not None:
             self._on_lost(error)
-
-
-def translate_error(error: BaseException, endpoint: str) -> CommunicationError:
-    """Map a pika or socket error to a :class:`~occo.util.exceptions.CommunicationError`.
-
-    The message names the user, host, port and vhost (``endpoint``) and,
-    where the broker said so, the resource; never the password.
-
-    :param error: the exception pika reported.
-    :param endpoint: text naming the peer, e.g.
-        ``"user 'guest' at 127.0.0.1:5672, vhost '/'"``.
-    """
-    if isinstance(error, CommunicationError):
-        return error
-    if isinstance(error, workflow.AMQPConnectionWorkflowFailed) and error.exceptions:
-        return translate_error(error.exceptions[-1], endpoint)
-    if isinstance(error, workflow.AMQPConnectorPhaseErrorBase):
-        return translate_error(error.exception, endpoint)
-    if isinstance(error, workflow.AMQPConnectorStackTimeout):
-        return TransientError(504, 'timed out connecting to {}'.format(endpoint))
-    if isinstance(error, (pe.ProbableAuthenticationError,
-                          pe.AuthenticationError)):
-        return CriticalError(403, 'access refused for {}: wrong user or '
-                             'password'.format(endpoint))
-    if isinstance(error, pe.ProbableAccessDeniedError):
-        return CriticalError(403, 'access refused for {}: the vhost does not '
-                             'exist or the user may not use it'.format(endpoint))
-    if isinstance(error, (pe.ConnectionClosedByBroker, pe.ChannelClosedByBroker)):
-        return _broker_closed(error, endpoint)
-    if (isinstance(error, pe.AMQPConnectionError) and error.args
-            and isinstance(error.args[0], BaseException)):
-        return translate_error(error.args[0], endpoint)
-    if isinstance(error, socket.gaierror):
-        return TransientError(503, 'cannot resolve the host of {}: {}'.format(
-            endpoint, error.strerror or error))
-    if isinstance(error, ConnectionRefusedError):
-        return TransientError(503, 'connection refused by {}: is the broker '
-                              'running?'.format(endpoint))
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return TransientError(504, 'timed out connecting to {}'.format(endpoint))
-    if isinstance(error, pe.AMQPHeartbeatTimeout):
-        return TransientError(503, 'heartbeat timeout on {}'.format(endpoint))
-    if isinstance(error, (pe.StreamLostError, OSError)):
-        return TransientError(503, 'connection to {} lost: {}'.format(
-            endpoint, error))
-    if isinstance(error, (pe.ConnectionClosedByClient, pe.ChannelClosedByClient)):
-        return TransientError(503, 'connection to {} closed'.format(endpoint))
-    return TransientError(503, 'communication with {} failed: {}: {}'.format(
-        endpoint, type(error).__name__, error))
-
-
-def _broker_closed(
-        error: Union[pe.ConnectionClosedByBroker, pe.ChannelClosedByBroker],
-        endpoint: str) -> CommunicationError:
-    code, text = error.reply_code, error.reply_text
-    if code == 403:
-        return CriticalError(403, 'access refused for {}: {}'.format(
-            endpoint, text))
-    if code == 530:
-        return CriticalError(403, 'not allowed for {}: {}'.format(
-            endpoint, text))
-    if code in (404, 406):
-        return CriticalError(code, '{} ({})'.format(text, endpoint))
-    return TransientError(503, 'the broker closed the connection of {}: {} {}'
-                          .format(endpoint, code, text))

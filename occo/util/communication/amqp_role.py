@@ -25,11 +25,12 @@ import pika
 import pika.channel
 
 from ..exceptions import CommunicationError, ConfigurationError
-from ..exceptions import CriticalError
+from ..exceptions import CriticalError, TransientError
 from . import codec
 from .amqp_frames import MAX_SHORTSTR, shortstr
 from .amqp_loop import AmqpLoop, _Step
 from .comm import warn_unknown_keys
+from .failures import UNSTABLE_WITHIN, Backoff, CoalescedLog, pause
 from .settings import Settings
 
 __all__ = ['MAX_RETRY_DELAY']
@@ -55,6 +56,12 @@ class _MQRole:
         warn_unknown_keys(config)
         self.settings = Settings(config)
         self._ids = itertools.count(1)
+        #: Spaces reconnects after connections that failed soon after
+        #: opening (thread-safe).
+        self._reconnect_backoff = Backoff(max(self.settings.retry_delay, 0.1),
+                                          MAX_RETRY_DELAY)
+        #: One warning line per kind of loss and interval (thread-safe).
+        self._loss_log = CoalescedLog(log)
         self._id_prefix = '{:x}.{:x}.'.format(os.getpid(), id(self))
 
     def __repr__(self) -> str:
@@ -80,20 +87,20 @@ class _MQRole:
             for host, port in hosts]
 
     def _connect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
-        """Open a new loop: each host in turn, ``connection_attempts`` rounds.
+        """Open a new loop: each host in turn, ``connection_attempts`` rounds
+        spaced by ``retry_delay`` doubling, with jitter.
 
-        :raises CommunicationError: with the cause of the last failure.
-        :raises ConfigurationError: when the queue exists with other
-            arguments.
+        :raises CommunicationError: with the cause of the last failure;
+            a :class:`~occo.util.exceptions.CriticalError` (wrong password,
+            no such vhost, the queue exists with other arguments) at once,
+            without trying again.
         """
         s = self.settings
-        error: Optional[CommunicationError]
-        delay, error = s.retry_delay, None
+        backoff = Backoff(s.retry_delay, MAX_RETRY_DELAY)
+        error: Optional[CommunicationError] = None
         for attempt in range(1, s.connection_attempts + 1):
-            if attempt > 1:
-                if _pause(delay, cancel_event):
-                    break
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+            if attempt > 1 and pause(backoff.next_delay(), cancel_event):
+                break
             for parameters in self._parameters():
                 endpoint = "user {!r} at {}:{}, vhost {!r}".format(
                     s.user, parameters.host, parameters.port, s.vhost)
@@ -101,11 +108,7 @@ class _MQRole:
                                 self._on_lost, self._after_drain)
                 try:
                     loop.start(s.connect_timeout)
-                except CriticalError as e:
-                    if e.http_code == 406:
-                        raise ConfigurationError(
-                            'queue {!r} exists with other arguments than '
-                            'configured: {}'.format(s.queue, e.reason)) from e
+                except CriticalError:
                     raise
                 except CommunicationError as e:
                     error = e
@@ -117,21 +120,42 @@ class _MQRole:
         raise error
 
     def _reconnect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
-        """Replace a dead loop with a new one; log the cause once."""
+        """Replace a dead loop with a new one; log the cause once.
+
+        A loop that died within :data:`~.failures.UNSTABLE_WITHIN` seconds
+        of opening makes this wait a backoff first (doubling, with jitter),
+        so that a connection that opens fine and fails again at once does
+        not turn into a reconnect loop.
+        """
         lost = self._loop
         assert lost is not None  # only an opened object reconnects
         if lost is not self._reported_loss:
             self._reported_loss = lost
             lost.stop(timeout=2)
-            log.warning('Reconnecting to %s after: %s', self.settings.endpoint,
-                        lost.error)
+            self._loss_log.warning('loss', 'Reconnecting to %s after: %s',
+                                   self.settings.endpoint, lost.error)
+        if _unstable(lost):
+            if pause(self._reconnect_backoff.next_delay(), cancel_event):
+                raise TransientError(503, 'cancelled while reconnecting to '
+                                     '{}'.format(self.settings.endpoint))
+        else:
+            self._reconnect_backoff.reset()
         loop = self._connect(cancel_event)
         log.info('Reconnected to %s %.2f s after the connection was lost',
                  loop.endpoint, time.monotonic() - (lost.failed_at or time.monotonic()))
         return loop
 
     def _open(self) -> None:
-        self._connect()
+        """Connect; a queue that exists with other arguments than configured
+        is a :class:`~occo.util.exceptions.ConfigurationError`."""
+        try:
+            self._connect()
+        except CriticalError as e:
+            if e.http_code == 406:
+                raise ConfigurationError(
+                    'queue {!r} exists with other arguments than configured: '
+                    '{}'.format(self.settings.queue, e.reason)) from e
+            raise
 
     def _close(self) -> None:
         if self._loop is not None:
@@ -165,12 +189,12 @@ class _MQRole:
         return target
 
 
-def _pause(seconds: float, cancel_event: Optional[threading.Event]) -> bool:
-    """Sleep ``seconds``; return ``True`` early if ``cancel_event`` is set."""
-    if cancel_event is None:
-        time.sleep(seconds)
-        return False
-    return cancel_event.wait(seconds)
+def _unstable(loop: AmqpLoop) -> bool:
+    """Whether ``loop`` failed within :data:`~.failures.UNSTABLE_WITHIN`
+    seconds of opening."""
+    opened, failed = loop.opened_at, loop.failed_at
+    return (opened is not None and failed is not None
+            and failed - opened < UNSTABLE_WITHIN)
 
 
 def _declare(channel: pika.channel.Channel, name: str, durable: bool,

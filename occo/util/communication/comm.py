@@ -254,11 +254,14 @@ class AsynchronProducer(_Role):
 
     _abstract_role = True
 
-    def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     **kwargs: Any) -> None:
+    def push_message(self, message: Message,
+                     routing_key: Optional[str] = None) -> None:
         """Send ``message`` (a JSON-able value, ``str`` or ``bytes``).
 
-        :param routing_key: overrides the configured routing key.
+        :param routing_key: overrides the configured routing key; it must
+            name an existing queue (only the configured ``queue`` is
+            declared), else :meth:`flush` raises
+            :class:`~occo.util.exceptions.CriticalError` (404).
         :raises ClosedError: outside the ``with`` block.
         :raises CommunicationError: when the message cannot be sent.
         """
@@ -284,16 +287,23 @@ class RPCProducer(_Role):
     _abstract_role = True
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
+                     timeout: Optional[float] = None) -> Message:
         """Send ``message`` and wait for its result.
 
+        :param routing_key: overrides the configured routing key; it must
+            name an existing queue (only the configured ``queue`` is
+            declared).
         :param timeout: seconds to wait for the reply; overrides the
             ``rpc_timeout`` key; ``None`` there and here waits for ever.
+            The request expires in its queue after that long.
         :returns: what the remote processor returned.
         :raises ApplicationError: when the remote processor raised.
         :raises RPCTimeoutError: when no reply came in time.
-        :raises CriticalError: on a 4xx response (do not retry).
+        :raises CriticalError: on a 4xx response (do not retry); 404 when no
+            queue takes the request; 502 for a malformed reply.
         :raises TransientError: on a 5xx response or a transport failure.
+        :raises ValueError: when ``timeout`` is not a finite positive number
+            of seconds within :data:`~.settings.MAX_RPC_TIMEOUT`.
         """
         raise NotImplementedError
 

@@ -47,7 +47,7 @@ import pika
 import pika.exceptions as pe
 
 from ..exceptions import CommunicationError, ConfigurationError
-from .amqp_loop import translate_error
+from .failures import translate_error
 from .comm import AsynchronProducer, RPCProducer
 from .settings import Settings
 
@@ -78,7 +78,7 @@ class Step(NamedTuple):
 #: The name of the step that failed, or ``True`` when it worked.
 _Outcome = Union[str, bool]
 
-#: How the library words a rejected login (:func:`.amqp_loop.translate_error`).
+#: How the library words a rejected login (:func:`.failures.translate_error`).
 _WRONG_PASSWORD = 'wrong user or password'
 
 

@@ -13,20 +13,21 @@ components that run in one process.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
+import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional
 
-from ..exceptions import CommunicationError, ConfigurationError
-from ..exceptions import RPCTimeoutError
+from ..exceptions import ConfigurationError, CriticalError, RPCTimeoutError
+from ..exceptions import TransientError
 from . import codec, dispatch
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
-from .settings import Settings
+from .failures import CoalescedLog
+from .settings import Settings, check_timeout
 
 __all__ = ['MemoryBroker', 'default_broker', 'MemoryAsynchronProducer',
            'MemoryRPCProducer', 'MemoryEventDrivenConsumer']
@@ -96,23 +97,28 @@ class MemoryBroker:
         self._sinks: dict[str, Callable[[_Message], None]] = {}
 
     def queue(self, name: str) -> _Queue:
-        """Return the queue called ``name``, creating it when missing."""
+        """Return the queue called ``name``, declaring it when missing."""
         with self._lock:
             queue = self._queues.get(name)
             if queue is None:
                 queue = self._queues[name] = _Queue(name)
             return queue
 
-    def publish(self, routing_key: str, message: _Message) -> None:
-        """Deliver ``message`` to the reply sink or queue ``routing_key``."""
+    def publish(self, routing_key: str, message: _Message) -> bool:
+        """Deliver ``message`` to the reply sink or queue ``routing_key``.
+
+        :returns: ``False`` when neither exists (the message is dropped, as
+            RabbitMQ returns an unroutable one).
+        """
         sink = self._sinks.get(routing_key)
         if sink is not None:
             sink(message)
-        elif routing_key.startswith('amq.gen-'):
-            log.warning('Dropped reply %s: its caller is gone',
-                        message.correlation_id)
-        else:
-            self.queue(routing_key).put(message)
+            return True
+        queue = self._queues.get(routing_key)
+        if queue is None:
+            return False
+        queue.put(message)
+        return True
 
     def add_sink(self, name: str, callback: Callable[[_Message], None]) -> None:
         """Route messages for ``name`` to ``callback`` (RPC replies)."""
@@ -143,6 +149,10 @@ class _MemoryRole:
         codec.check_size(body, self.settings.max_message_size)
         return body, content_type
 
+    def _open(self) -> None:
+        if self.queue:
+            self._broker.queue(self.queue)
+
     def _target(self, routing_key: Optional[str]) -> str:
         target = routing_key or self.routing_key
         if not target:
@@ -160,21 +170,39 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
     """:class:`~.comm.AsynchronProducer` on the in-process broker.
 
     A message is in its queue when ``push_message`` returns, so
-    :meth:`flush` has nothing to wait for.
+    :meth:`flush` only reports the messages no queue took
+    (:class:`~occo.util.exceptions.CriticalError` 404), as the ``amqp``
+    backend does.
     """
 
     def __init__(self, **config: Any) -> None:
         self._configure(config)
+        #: Unroutable messages until flush reports them (_lock).
+        self._unroutable: list[str] = []
+        self._lock = threading.Lock()
 
-    def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     **kwargs: Any) -> None:
+    def push_message(self, message: Message,
+                     routing_key: Optional[str] = None) -> None:
         self._check_open()
         body, content_type = self._encode(message)
-        self._broker.publish(self._target(routing_key),
-                             _Message(body, content_type))
+        target = self._target(routing_key)
+        if not self._broker.publish(target, _Message(body, content_type)):
+            with self._lock:
+                self._unroutable.append('NO_ROUTE (routing key {!r})'.format(target))
 
     def flush(self, timeout: Optional[float] = None) -> None:
         self._check_open()
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            unroutable, self._unroutable = self._unroutable, []
+        if unroutable:
+            raise CriticalError(404, '{} message(s) could not be routed: {}'
+                                .format(len(unroutable), unroutable[0]))
+
+    def _close(self) -> None:
+        self._flush()
 
 
 @register(RPCProducer, 'memory')
@@ -185,14 +213,15 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         self._configure(config)
         self.rpc_timeout = self.settings.rpc_timeout
         self._reply_to = 'amq.gen-' + uuid.uuid4().hex
-        self._ids = itertools.count()
         # correlation id -> [event, reply]: the reply (None when closed) is
         # appended before the event is set. Looked up with the reply's
         # correlation id, which may be missing (None).
         self._waiting: dict[Optional[str], list[Any]] = {}
         self._lock = threading.Lock()
+        self._drop_log = CoalescedLog(log)
 
     def _open(self) -> None:
+        super()._open()
         self._broker.add_sink(self._reply_to, self._on_reply)
 
     def _close(self) -> None:
@@ -207,31 +236,37 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         with self._lock:
             slot = self._waiting.pop(message.correlation_id, None)
         if slot is None:
-            log.warning('Dropped a reply for unknown correlation id %r',
-                        message.correlation_id)
+            self._drop_log.warning('unknown', 'Dropped a reply for unknown '
+                                   'correlation id %r', message.correlation_id)
             return
         slot.append(message)
         slot[0].set()
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
+                     timeout: Optional[float] = None) -> Message:
         self._check_open()
         body, content_type = self._encode(message)
-        timeout = self.rpc_timeout if timeout is None else timeout
+        timeout = (self.rpc_timeout if timeout is None
+                   else check_timeout(timeout, 'timeout'))
         expires_at = None if timeout is None else time.monotonic() + timeout
-        correlation_id = str(next(self._ids))
+        target = self._target(routing_key)
+        correlation_id = secrets.token_hex(16)
         slot: list[Any] = [threading.Event()]
         with self._lock:
             self._waiting[correlation_id] = slot
-        self._broker.publish(self._target(routing_key), _Message(
-            body, content_type, self._reply_to, correlation_id, expires_at))
+        if not self._broker.publish(target, _Message(
+                body, content_type, self._reply_to, correlation_id, expires_at)):
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
+            raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
+                                '(routing key {!r})'.format(target))
         if not slot[0].wait(timeout):
             with self._lock:
                 self._waiting.pop(correlation_id, None)
             raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
         reply: Optional[_Message] = slot[1]
         if reply is None:
-            raise CommunicationError(
+            raise TransientError(
                 503, 'the RPC producer was closed while waiting for a reply')
         return codec.result_from_reply(reply.body)
 
@@ -246,15 +281,14 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
                  **config: Any) -> None:
         super().__init__(processor, pargs, pkwargs, cancel_event)
         self._configure(config)
-        if not self.queue and not self.routing_key:
+        if not self.queue:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
 
     def start_consuming(self) -> None:
         self._check_open()
-        name = self.queue or self.routing_key
-        assert name is not None  # checked by __init__
-        queue = self._broker.queue(name)
+        assert self.queue is not None  # checked by __init__
+        queue = self._broker.queue(self.queue)
         with self._consuming_session(queue.name):
             while self._keep_consuming():
                 message = queue.get(POLL_INTERVAL)
@@ -269,7 +303,9 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
             self.settings.max_message_size)
         if outcome.reply is not None:
             assert message.reply_to is not None  # only requests get a reply
-            self._broker.publish(message.reply_to, _Message(
-                outcome.reply, codec.REPLY_CONTENT_TYPE,
-                correlation_id=message.correlation_id))
+            if not self._broker.publish(message.reply_to, _Message(
+                    outcome.reply, codec.REPLY_CONTENT_TYPE,
+                    correlation_id=message.correlation_id)):
+                log.debug('Dropped the reply to %s: its caller is gone',
+                          message.correlation_id)
 

@@ -29,6 +29,8 @@ import functools
 import itertools
 import logging
 import queue
+import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,8 +48,11 @@ from .amqp_loop import AmqpLoop, _Step, publish, run_steps
 from .amqp_role import _MQRole
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register
+from .failures import CoalescedLog, is_permanent
+from .settings import check_timeout
 
-__all__ = ['MQAsynchronProducer', 'MQRPCProducer', 'MQEventDrivenConsumer']
+__all__ = ['MQAsynchronProducer', 'MQRPCProducer', 'MQEventDrivenConsumer',
+           'NACK_RETRIES', 'NACK_BACKOFF']
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,25 @@ ACK_BATCH = 20
 #: waits it acknowledges at once.
 ACK_DELAY = 0.05
 
-#: A message as the producer publishes it: ``(routing_key, body, properties)``.
-_Record = tuple[str, bytes, pika.BasicProperties]
 #: A delivery as the I/O thread hands it to the consuming thread.
 _Delivery = tuple[pika.channel.Channel, int, pika.BasicProperties, bytes]
+#: How often a nacked message is published again before flush gives up.
+NACK_RETRIES = 5
+#: Seconds before the first republish of a nacked message (doubling).
+NACK_BACKOFF = 0.05
+
+
+class _Record:
+    """A message as the producer publishes it, and how often it was nacked."""
+
+    __slots__ = ('routing_key', 'body', 'properties', 'nacks')
+
+    def __init__(self, routing_key: str, body: bytes,
+                 properties: pika.BasicProperties) -> None:
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        self.nacks = 0
 
 
 @register(AsynchronProducer, 'amqp')
@@ -75,6 +95,12 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
     Constructed as ``AsynchronProducer(protocol='amqp', **config)`` or
     directly as ``MQAsynchronProducer(**config)``; see
     :mod:`~occo.util.communication.settings` for the keys.
+
+    Only the configured ``queue`` is declared (on enter); a message whose
+    routing key no queue takes is reported by :meth:`flush`
+    (:class:`~occo.util.exceptions.CriticalError` 404). A message the
+    broker nacks is published again up to :data:`NACK_RETRIES` times,
+    :data:`NACK_BACKOFF` seconds apart (doubling, with jitter).
     """
 
     def __init__(self, **config: Any) -> None:
@@ -82,17 +108,30 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         s = self.settings
         self._exchange = s.exchange
         self._delivery_mode: Literal[1, 2] = 2 if s.durable else 1
+        #: Guards _pending; notified when it falls or the loop dies.
         self._state = threading.Condition()
-        self._pending = 0         # pushed, not yet confirmed
-        self._unconfirmed: dict[int, _Record] = {}  # delivery tag -> record (I/O thread)
+        #: Messages pushed and not yet confirmed nor given up (_state).
+        self._pending = 0
+        #: The turn's (I/O thread or the thread holding the loop's turn);
+        #: taken over by the caller in _live_loop once the loop is stopped.
+        #: Delivery tag -> record published on the current channel.
+        self._unconfirmed: dict[int, _Record] = {}
+        #: Last delivery tag of the current channel (turn).
         self._tag = 0
-        self._declared: set[Optional[str]] = set()
-        self._failures: list[str] = []
-        self._carry: list[_Record] = []  # records to publish again after reconnect
+        #: Nacked records waiting for their republish timer (turn).
+        self._delayed: dict[int, _Record] = {}
+        #: Unroutable messages, as text, until flush reports them (turn).
+        self._unroutable: list[str] = []
+        #: Records given up after NACK_RETRIES nacks, until flush (turn).
+        self._refused = 0
+        #: Records to publish again after a reconnect (caller's thread).
+        self._carry: list[_Record] = []
+        #: The dead loop whose permanent error was reported (caller's thread).
+        self._reported_failure: Optional[AmqpLoop] = None
+        self._nack_log = CoalescedLog(log)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         self._tag = 0
-        self._declared = {self.settings.queue}
         channel.add_on_return_callback(self._on_return)
         steps = self._declare_steps(channel, [self.settings.queue])
         if self.settings.confirm:
@@ -100,32 +139,34 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                 self._on_confirm, callback=done))
         run_steps(steps, done)
 
-    def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     **kwargs: Any) -> None:
+    def push_message(self, message: Message,
+                     routing_key: Optional[str] = None) -> None:
         """Publish ``message``; see :meth:`.comm.AsynchronProducer.push_message`.
 
         :raises CriticalError: (413) when the message exceeds
-            ``max_message_size``.
+            ``max_message_size``; with the broker's code and text when the
+            broker closed the channel on earlier messages (they are counted
+            in the error and not published again; the next call
+            reconnects).
         :raises CommunicationError: when the connection cannot be reopened.
         """
         self._check_open()
         assert self._loop is not None  # opened
         body, content_type = codec.encode(message)
         self._check_size(body)
-        routing_key = self._target(routing_key)
-        properties = pika.BasicProperties(
+        record = _Record(self._target(routing_key), body, pika.BasicProperties(
             content_type=content_type, delivery_mode=self._delivery_mode,
-            message_id=self._next_id())
-        record = (routing_key, body, properties)
+            message_id=self._next_id()))
+        loop = self._live_loop()
         if self.settings.confirm:
             with self._state:
                 while self._pending >= self.settings.max_in_flight:
-                    if not self._loop.alive:
+                    if not loop.alive:
                         break
                     self._state.wait(POLL_INTERVAL)
                 self._pending += 1
         try:
-            self._live_loop().submit(functools.partial(self._publish, record))
+            loop.submit(functools.partial(self._publish, record))
         except CommunicationError:
             if self.settings.confirm:
                 with self._state:
@@ -133,18 +174,27 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             raise
 
     def _live_loop(self) -> AmqpLoop:
-        """Return a working loop, reconnecting and republishing if needed."""
+        """Return a working loop, reconnecting and republishing if needed.
+
+        :raises CriticalError: once for a loop the broker closed with a
+            permanent error: its messages are given up, not republished.
+        """
         assert self._loop is not None  # opened
         if self._loop.alive:
             return self._loop
         dead = self._loop
         dead.stop(timeout=2)
-        carry = list(self._unconfirmed.values())
-        self._unconfirmed = {}
-        unsent = [cast('functools.partial[None]', op).args[0]
-                  for op in dead.take_unsent()
-                  if getattr(op, 'func', None) == self._publish]
-        self._carry = self._carry + carry + unsent
+        records = (self._carry + list(self._unconfirmed.values())
+                   + list(self._delayed.values()) + self._unsent(dead))
+        self._carry, self._unconfirmed, self._delayed = [], {}, {}
+        if (dead.error is not None and is_permanent(dead.error)
+                and dead is not self._reported_failure):
+            self._reported_failure = dead
+            self._settled(len(records))
+            raise CriticalError(dead.error.http_code, '{} message(s) not '
+                                'delivered, not published again: {}'.format(
+                                    len(records), dead.error.reason)) from dead.error
+        self._carry = records
         loop = self._reconnect()
         carry, self._carry = self._carry, []
         if carry:
@@ -154,14 +204,22 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             loop.submit(functools.partial(self._publish, record))
         return loop
 
+    def _unsent(self, dead: AmqpLoop) -> list[_Record]:
+        """The records of publish operations a dead loop did not run."""
+        return [cast('functools.partial[None]', op).args[0]
+                for op in dead.take_unsent()
+                if getattr(op, 'func', None) == self._publish]
+
+    def _settled(self, count: int) -> None:
+        """``count`` pushed messages were confirmed or given up."""
+        if self.settings.confirm and count:
+            with self._state:
+                self._pending -= count
+                self._state.notify_all()
+
     def _publish(self, record: _Record, channel: pika.channel.Channel) -> None:
-        routing_key, body, properties = record
-        if not self._exchange and routing_key not in self._declared:
-            channel.queue_declare(routing_key, durable=self.settings.durable,
-                                  arguments=self.settings.queue_arguments())
-            self._declared.add(routing_key)
-        publish(channel, self._exchange, routing_key, body, properties,
-                mandatory=True)
+        publish(channel, self._exchange, record.routing_key, record.body,
+                record.properties, mandatory=True)
         if self.settings.confirm:
             self._tag += 1
             self._unconfirmed[self._tag] = record
@@ -178,20 +236,43 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             done = [tag] if tag in self._unconfirmed else []
         records = [self._unconfirmed.pop(t) for t in done]
         if isinstance(method, pika.spec.Basic.Nack):
-            log.warning('Broker refused %d message(s); publishing again',
-                        len(records))
-            for record in records:
-                assert self._loop is not None and self._loop.channel is not None
-                self._publish(record, self._loop.channel)
+            records = self._retry_nacked(records)
+        self._settled(len(records))
+
+    def _retry_nacked(self, records: list[_Record]) -> list[_Record]:
+        """Schedule nacked records for republishing; return those given up."""
+        retry = [r for r in records if r.nacks < NACK_RETRIES]
+        given_up = [r for r in records if r.nacks >= NACK_RETRIES]
+        self._refused += len(given_up)
+        self._nack_log.warning(
+            'nack', 'Broker refused %d message(s) (basic.nack: a queue is '
+            'full, or the broker cannot store them); publishing %d again, '
+            'giving up %d', len(records), len(retry), len(given_up))
+        if retry:
+            attempt = max(r.nacks for r in retry)
+            for r in retry:
+                r.nacks += 1
+                self._delayed[id(r)] = r
+            loop = self._loop
+            assert loop is not None  # confirms arrive on an opened loop
+            delay = random.uniform(0.5, 1) * NACK_BACKOFF * 2 ** attempt
+            loop.call_later(delay, functools.partial(
+                self._republish, retry, loop))
+        return given_up
+
+    def _republish(self, records: list[_Record], loop: AmqpLoop) -> None:
+        """Timer on the I/O thread: publish nacked records again, unless the
+        loop died meanwhile (then :meth:`_live_loop` took them over)."""
+        if loop is not self._loop or loop.channel is None or not loop.channel.is_open:
             return
-        with self._state:
-            self._pending -= len(records)
-            self._state.notify_all()
+        for record in records:
+            if self._delayed.pop(id(record), None) is not None:
+                self._publish(record, loop.channel)
 
     def _on_return(self, channel: pika.channel.Channel,
                    method: pika.spec.Basic.Return,
                    properties: pika.BasicProperties, body: bytes) -> None:
-        self._failures.append('{} {} (exchange {!r}, routing key {!r})'.format(
+        self._unroutable.append('{} {} (exchange {!r}, routing key {!r})'.format(
             method.reply_code, method.reply_text, method.exchange,
             method.routing_key))
 
@@ -206,8 +287,12 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         published again.
 
         :param timeout: seconds; ``None`` waits for ever.
-        :raises CommunicationError: naming how many messages were not
-            confirmed, or which ones the broker could not route.
+        :raises CriticalError: (404) naming the messages the broker could
+            not route; with the broker's code and text when it closed the
+            channel (those messages are not published again).
+        :raises TransientError: naming how many messages were not
+            confirmed (504), or were refused by ``basic.nack``
+            :data:`NACK_RETRIES` times (503).
         """
         self._check_open()
         self._flush(timeout)
@@ -218,15 +303,24 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             self._wait_confirmed(deadline)
         else:
             self._wait_written(deadline)
-        if self._failures:
-            failures, self._failures = self._failures, []
+        if self._unroutable:
+            unroutable, self._unroutable = self._unroutable, []
             raise CriticalError(404, '{} message(s) could not be routed: {}'
-                                .format(len(failures), failures[0]))
+                                .format(len(unroutable), unroutable[0]))
+        if self._refused:
+            refused, self._refused = self._refused, 0
+            raise TransientError(503, '{} message(s) refused by the broker '
+                                 '{} times (basic.nack: a queue is full, e.g. '
+                                 'x-overflow reject-publish, or the broker '
+                                 'cannot store them)'.format(
+                                     refused, NACK_RETRIES + 1))
 
     def _wait_confirmed(self, deadline: Optional[float]) -> None:
         while True:
             try:
                 self._live_loop()
+            except CriticalError:
+                raise
             except CommunicationError as e:
                 raise TransientError(503, '{} message(s) not confirmed: {}'
                                      .format(self._pending, e)) from e
@@ -261,13 +355,19 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
 class MQRPCProducer(_MQRole, RPCProducer):
     """:class:`~.comm.RPCProducer` on RabbitMQ, shareable by threads.
 
-    Requests carry a correlation id and RabbitMQ's direct reply-to address;
-    with a timeout they also carry an ``expiration``, so a request nobody
-    waits for any more is dropped from the queue instead of processed.
-    Requests are not persistent: no caller waits for them across a broker
-    restart. If the connection dies while a call waits, the call raises
-    :class:`~occo.util.exceptions.TransientError` at once (the request may or
-    may not have been processed) and the next call reconnects.
+    Requests carry an unguessable correlation id and RabbitMQ's direct
+    reply-to address; with a timeout they also carry an ``expiration``, so a
+    request nobody waits for any more is dropped from the queue instead of
+    processed. Requests are not persistent: no caller waits for them across
+    a broker restart. Only the configured ``queue`` is declared (on enter):
+    a request whose routing key no queue takes fails at once with
+    :class:`~occo.util.exceptions.CriticalError` 404. If the connection dies
+    while a call waits, the call raises
+    :class:`~occo.util.exceptions.TransientError` at once (the request may
+    or may not have been processed) and the next call reconnects; if the
+    broker closed the channel on the request (no such exchange, access
+    refused), the call raises :class:`~occo.util.exceptions.CriticalError`
+    with the broker's code and text.
     """
 
     def __init__(self, **config: Any) -> None:
@@ -276,9 +376,9 @@ class MQRPCProducer(_MQRole, RPCProducer):
         # Looked up with a reply's correlation id, which may be missing (None).
         self._waiting: dict[Optional[str], _Slot] = {}
         self._lock = threading.Lock()
+        self._drop_log = CoalescedLog(log)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
-        self._declared = {self.settings.queue}
         channel.add_on_return_callback(self._on_return)
         steps: list[_Step] = [lambda done: channel.basic_consume(
             DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=done)]
@@ -286,17 +386,21 @@ class MQRPCProducer(_MQRole, RPCProducer):
         run_steps(steps, done)
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None, **kwargs: Any) -> Message:
+                     timeout: Optional[float] = None) -> Message:
         """Send ``message`` and return the result; see
         :meth:`.comm.RPCProducer.push_message`.
+
+        :raises ValueError: when ``timeout`` is not a finite number of
+            seconds within :data:`~.settings.MAX_RPC_TIMEOUT`.
         """
         self._check_open()
         assert self._loop is not None  # opened
         body, content_type = codec.encode(message)
         self._check_size(body)
-        timeout = self.settings.rpc_timeout if timeout is None else timeout
+        timeout = (self.settings.rpc_timeout if timeout is None
+                   else check_timeout(timeout, 'timeout'))
         routing_key = self._target(routing_key)
-        correlation_id = self._next_id()
+        correlation_id = secrets.token_hex(16)
         properties = pika.BasicProperties(
             content_type=content_type, correlation_id=correlation_id,
             reply_to=DIRECT_REPLY_TO, delivery_mode=1,
@@ -323,12 +427,6 @@ class MQRPCProducer(_MQRole, RPCProducer):
     def _publish(self, routing_key: str, body: bytes,
                  properties: pika.BasicProperties,
                  channel: pika.channel.Channel) -> None:
-        if not self._exchange and routing_key not in self._declared:
-            # None is declared already: it is the queue when none is configured.
-            assert routing_key is not None
-            channel.queue_declare(routing_key, durable=self.settings.durable,
-                                  arguments=self.settings.queue_arguments())
-            self._declared.add(routing_key)
         publish(channel, self._exchange, routing_key, body, properties,
                 mandatory=True)
 
@@ -337,9 +435,9 @@ class MQRPCProducer(_MQRole, RPCProducer):
                   properties: pika.BasicProperties, body: bytes) -> None:
         slot = self._waiting.pop(properties.correlation_id, None)
         if slot is None:
-            log.warning('Dropped a reply for unknown correlation id %r (its '
-                        'call timed out or it was never made)',
-                        properties.correlation_id)
+            self._drop_log.warning(
+                'unknown', 'Dropped a reply for unknown correlation id %r (its '
+                'call timed out or it was never made)', properties.correlation_id)
             return
         slot.set(body=body)
 
@@ -359,13 +457,24 @@ class MQRPCProducer(_MQRole, RPCProducer):
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for slot in waiting.values():
-            slot.set(error=TransientError(
-                503, 'connection lost while waiting for the reply; the request '
-                'may or may not have been processed: {}'.format(error.reason)))
+            slot.set(error=_call_failure(error))
 
     def _close(self) -> None:
         self._on_lost(TransientError(503, 'the producer was closed'))
         super()._close()
+
+
+def _call_failure(error: CommunicationError) -> CommunicationError:
+    """What a waiting call raises when its loop died of ``error``."""
+    if is_permanent(error):
+        # The broker closed the channel on a request (no such exchange,
+        # access refused): it was not delivered, and neither were the others
+        # waiting, which went to the same exchange.
+        return CriticalError(error.http_code, 'request refused by the broker: '
+                             '{}'.format(error.reason))
+    return TransientError(503, 'connection lost while waiting for the reply; '
+                          'the request may or may not have been processed: '
+                          '{}'.format(error.reason))
 
 
 class _Slot:
@@ -434,9 +543,11 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         self._ack_since = 0.0
         self._ack_timer = False   # an _ack_due call is scheduled
         self._ack_batch = max(1, min(ACK_BATCH, self.settings.prefetch_count // 2))
+        self._reject_log = CoalescedLog(log)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
+        channel.add_on_cancel_callback(self._on_broker_cancel)
         steps: list[_Step] = [lambda done: channel.basic_qos(
             prefetch_count=s.prefetch_count, callback=done)]
         steps += self._declare_steps(channel, [s.queue])
@@ -450,6 +561,22 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         assert self.settings.queue is not None  # checked by __init__
         self._consumer_tag = channel.basic_consume(
             self.settings.queue, self._on_delivery, callback=done)
+
+    def _on_broker_cancel(self, frame: pika.frame.Method[pika.spec.Basic.Cancel]) -> None:
+        """The broker cancelled the consumer (I/O thread): the queue was
+        deleted, or its node went away. Declare it again and resume; if that
+        fails, the broker closes the channel and :meth:`start_consuming`
+        reconnects, or raises when the queue cannot be declared."""
+        loop = self._loop
+        self._consumer_tag = None
+        if not self._consuming or loop is None or loop.channel is None:
+            return
+        log.warning('The broker cancelled consuming %r (was the queue '
+                    'deleted?); declaring it again and resuming',
+                    self.settings.queue)
+        channel = loop.channel
+        run_steps(self._declare_steps(channel, [self.settings.queue])
+                  + [functools.partial(self._consume, channel)], _nothing)
 
     def _on_delivery(self, channel: pika.channel.Channel,
                      method: pika.spec.Basic.Deliver,
@@ -498,8 +625,12 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             return None
 
     def _resume(self) -> None:
+        """Reconnect after a loss; raise when that cannot work (permanent)."""
         try:
             self._reconnect(self.cancel_event)
+        except CriticalError as e:
+            raise CriticalError(e.http_code, 'cannot consume {!r} any more: {}'
+                                .format(self.settings.queue, e.reason)) from e
         except CommunicationError as e:
             log.debug('Cannot reconnect to %s yet: %s', self.settings.endpoint, e)
             self.cancel_event.wait(self.settings.retry_delay or POLL_INTERVAL)
@@ -513,10 +644,17 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         if channel is not loop.channel:
             return  # from a dead connection: the broker delivers it again
         message_id = properties.message_id or properties.correlation_id or tag
-        outcome = dispatch.handle(
-            self.processor, self.pargs, self.pkwargs, body,
-            properties.content_type, properties.reply_to is not None,
-            message_id, self.settings.max_message_size)
+        if properties.reply_to is not None and not isinstance(properties.reply_to, str):
+            self._reject_log.warning(
+                'reply_to', 'Rejected message %r unprocessed: its reply_to %r '
+                'is not UTF-8 text, so it cannot be answered', message_id,
+                properties.reply_to)
+            outcome = dispatch.Outcome(False)
+        else:
+            outcome = dispatch.handle(
+                self.processor, self.pargs, self.pkwargs, body,
+                properties.content_type, properties.reply_to is not None,
+                message_id, self.settings.max_message_size)
         try:
             loop.run_now(functools.partial(self._settle, tag, outcome, properties))
         except CommunicationError as e:
@@ -595,6 +733,10 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         if self._consumer_tag is not None:
             channel.basic_cancel(self._consumer_tag)
             self._consumer_tag = None
+
+
+def _nothing() -> None:
+    pass
 
 
 def _requeue(tag: int, channel: pika.channel.Channel) -> None:
