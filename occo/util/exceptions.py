@@ -12,6 +12,7 @@ everything this package raises on purpose::
     │   │   └── RPCTimeoutError       no reply in time (also a builtin TimeoutError)
     │   └── CriticalError             4xx: do not retry
     ├── ApplicationError              the remote processor raised
+    ├── MessageDecodeError            a received body cannot be decoded safely
     └── ClosedError                   the object is used outside its ``with`` block
 
 :class:`ApplicationError` is deliberately *not* a :class:`CommunicationError`:
@@ -33,7 +34,7 @@ from typing import Optional
 __all__ = [
     'OccoError', 'ConfigurationError', 'MissingConfigurationError',
     'CommunicationError', 'TransientError', 'CriticalError',
-    'RPCTimeoutError', 'ApplicationError', 'ClosedError',
+    'RPCTimeoutError', 'ApplicationError', 'ClosedError', 'MessageDecodeError',
 ]
 
 
@@ -142,4 +143,12 @@ class ClosedError(OccoError, RuntimeError):
     """The object was used while its connection is not open.
 
     Enter the object's context first: ``with obj: obj.push_message(...)``.
+    """
+
+
+class MessageDecodeError(OccoError, ValueError):
+    """A message body cannot be decoded safely.
+
+    The consumer rejects such a message without requeueing it; an RPC caller
+    gets a :class:`~occo.util.exceptions.CriticalError` (400).
     """

@@ -22,10 +22,9 @@ both.
 __version__ = '1.0.0'
 
 from ..exceptions import (ApplicationError, ClosedError, CommunicationError,
-                          ConfigurationError, CriticalError,
+                          ConfigurationError, CriticalError, MessageDecodeError,
                           MissingConfigurationError, OccoError,
                           RPCTimeoutError, TransientError)
-from .codec import MessageDecodeError
 from .comm import (AsynchronProducer, EventDrivenConsumer, ExceptionResponse,
                    Response, RPCProducer, backends, has_backend, register)
 from . import memory, mq  # noqa: F401  (importing registers the backends)

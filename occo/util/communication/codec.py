@@ -8,7 +8,8 @@ encoded:
 =============================  =============================================
 content type                   body
 =============================  =============================================
-``application/json``           JSON (every value that is not str or bytes)
+``application/json``           UTF-8 JSON (every value that is not str or
+                               bytes)
 ``text/plain; charset=utf-8``  a ``str``, UTF-8 encoded
 ``application/octet-stream``   ``bytes``, as they are
 none, or a YAML type           YAML, read with the *safe* loader only (the
@@ -17,33 +18,57 @@ none, or a YAML type           YAML, read with the *safe* loader only (the
 
 Nothing is ever decoded with ``yaml.load``, ``pickle`` or ``eval``: a YAML
 body that asks for a Python object (``!!python/object/apply:...``) is refused
-with :class:`MessageDecodeError`.
+with :class:`~occo.util.exceptions.MessageDecodeError`.
 
 An RPC reply is a JSON object, content type :data:`REPLY_CONTENT_TYPE`:
 
 * ``{"code": 200, "data": value}`` a result (``"bytes"``: base64 data for
   ``bytes`` results);
 * ``{"code": 4xx|5xx, "data": reason}`` a :class:`~.comm.Response` with a
-  failure code, or a request the consumer could not decode (400);
+  failure code, a request the consumer could not decode (400) or one over
+  its ``max_message_size`` (413);
 * ``{"code": 500, "error": {"type": ..., "message": ..., "traceback": ...}}``
   the processor raised.
+
+``code`` is an integer from 100 to 599, ``type`` and ``message`` are
+strings, ``traceback`` a string or ``null``; any other reply is malformed
+(:func:`result_from_reply` raises a 502).
+
+.. rubric:: Limits
+
+Whatever a body holds, decoding it returns plain data or raises
+:class:`~occo.util.exceptions.MessageDecodeError`; these limits keep it from recursing deeply or
+doing work out of proportion to the body:
+
+* JSON and YAML may nest at most :data:`MAX_DEPTH` levels of lists and
+  mappings. A reply may nest one level more, for its envelope.
+* YAML bodies are read by :mod:`~.safe_yaml`, which also bounds the size
+  they expand to through their aliases by the ``max_size`` that
+  :func:`decode` gets (the consumer passes its ``max_message_size``) and
+  the length of numbers.
+* A ``str`` may hold lone surrogates (``'\\udcff'``, e.g. from
+  ``os.fsdecode``), which UTF-8 cannot encode. In JSON bodies and replies
+  they are sent as ``\\udcff`` escapes, which decode to the same ``str``; a
+  ``str`` message holding one is refused by :func:`encode` with a
+  :class:`ValueError`, since ``text/plain`` has no escapes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import reprlib
 from typing import Any, Optional
 
-import yaml
-
-from ..exceptions import ApplicationError, CriticalError, OccoError
+from ..exceptions import ApplicationError, CriticalError
+from ..exceptions import MessageDecodeError as MessageDecodeError  # re-exported
 from .comm import Message, Response
+from .safe_yaml import load_yaml
 
 __all__ = [
-    'MessageDecodeError', 'encode', 'check_size', 'decode', 'encode_reply', 'error_reply',
+    'encode', 'check_size', 'decode', 'encode_reply', 'error_reply',
     'failure_reply', 'result_from_reply', 'JSON', 'TEXT', 'BINARY',
-    'REPLY_CONTENT_TYPE', 'YAML_CONTENT_TYPES',
+    'REPLY_CONTENT_TYPE', 'YAML_CONTENT_TYPES', 'MAX_DEPTH', 'exception_text',
 ]
 
 #: Content type of JSON bodies (every message that is not str or bytes).
@@ -58,18 +83,22 @@ REPLY_CONTENT_TYPE = 'application/vnd.occo.reply+json'
 YAML_CONTENT_TYPES = frozenset([
     'application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml'])
 
-_SafeLoader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+#: How many levels of lists and mappings a message may nest.
+#:
+#: Messages are configuration and infrastructure descriptions, a few tens of
+#: levels at most, so 256 refuses nothing real. The bound is what keeps
+#: decoding safe: Python's JSON decoder, PyYAML's composer and any code that
+#: walks or re-encodes a message (``json.dumps`` included) recurse once per
+#: level, and all share the interpreter's recursion limit (1000 by default)
+#: with the consumer thread's own frames; libyaml stops at 1000 levels
+#: anyway. 256 leaves the processor three quarters of that limit.
+MAX_DEPTH = 256
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(',', ':')).encode
 _loads = json.loads
-
-
-class MessageDecodeError(OccoError, ValueError):
-    """A message body cannot be decoded safely.
-
-    The consumer rejects such a message without requeueing it; an RPC caller
-    gets a :class:`~occo.util.exceptions.CriticalError` (400).
-    """
-
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
 
 def encode(message: Message) -> tuple[bytes, str]:
     """Encode a message for the wire.
@@ -77,17 +106,37 @@ def encode(message: Message) -> tuple[bytes, str]:
     :param message: a JSON-able value, ``str`` or ``bytes``.
     :returns: ``(body, content_type)``.
     :raises TypeError: when the message cannot be encoded as JSON.
+    :raises ValueError: for a ``str`` holding a lone surrogate.
     """
     if isinstance(message, str):
-        return message.encode('utf-8'), TEXT
+        return _utf8(message), TEXT
     if isinstance(message, (bytes, bytearray, memoryview)):
         return bytes(message), BINARY
     try:
-        return _dumps(message).encode('utf-8'), JSON
-    except (TypeError, ValueError) as e:
+        return _json_bytes(message), JSON
+    except (TypeError, ValueError, RecursionError) as e:
         raise TypeError(
             'cannot send a message of type {}: it must be a JSON-able value, '
             'str or bytes ({})'.format(type(message).__name__, e)) from e
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode('utf-8')
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            'cannot send a str holding a lone surrogate {!r} at index {}: it is '
+            'not UTF-8 text; send bytes, or the str inside a list or mapping '
+            '(JSON escapes it)'.format(text[e.start], e.start)) from e
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, lone surrogates as ``\\udcff`` escapes."""
+    text = _dumps(value)
+    try:
+        return text.encode('utf-8')
+    except UnicodeEncodeError:   # rare: only lone surrogates get here
+        return _dumps_ascii(value).encode('ascii')
 
 
 def check_size(body: bytes, limit: int) -> None:
@@ -100,30 +149,37 @@ def check_size(body: bytes, limit: int) -> None:
                             '({} bytes)'.format(len(body), limit))
 
 
-def decode(body: bytes, content_type: Optional[str]) -> Message:
+def decode(body: bytes, content_type: Optional[str],
+           max_size: Optional[int] = None) -> Message:
     """Decode a message body according to its content type.
 
     :param body: the message body.
-    :param content_type: the ``content_type`` property, or ``None``.
+    :param content_type: the ``content_type`` property, or ``None``. pika
+        hands a property that is not UTF-8 over as ``bytes``: such a type is
+        refused.
+    :param max_size: how large a YAML body may grow when its aliases are
+        expanded; ``None`` for no bound.
     :returns: the message.
     :raises MessageDecodeError: when the body cannot be decoded safely.
     """
     if content_type == JSON:
-        try:
-            return _loads(body)
-        except ValueError as e:
-            raise MessageDecodeError('invalid JSON body: {}'.format(e)) from e
+        return _load_json(body, MAX_DEPTH)
     if content_type == TEXT:
         return _text(body)
     if content_type == BINARY:
         return bytes(body)
-    if not content_type or content_type.split(';')[0].strip() in YAML_CONTENT_TYPES:
-        return _safe_yaml(_text(body))
+    if content_type is None or content_type == '':
+        return load_yaml(_text(body), max_size, MAX_DEPTH)
+    if not isinstance(content_type, str):
+        raise MessageDecodeError('content type {} is not text'.format(
+            _short.repr(content_type)))
     base = content_type.split(';')[0].strip().lower()
+    if base in YAML_CONTENT_TYPES:
+        return load_yaml(_text(body), max_size, MAX_DEPTH)
     if base == 'text/plain':
         return _text(body)
     if base == 'application/json':
-        return decode(body, JSON)
+        return _load_json(body, MAX_DEPTH)
     raise MessageDecodeError(
         'unsupported content type {!r}'.format(content_type))
 
@@ -135,19 +191,87 @@ def _text(body: bytes) -> str:
         raise MessageDecodeError('body is not UTF-8 text: {}'.format(e)) from e
 
 
-def _safe_yaml(text: str) -> Any:
-    loader = _SafeLoader(text)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as e:
+def _load_json(body: bytes, depth: int) -> Any:
+    if 0 in body:   # a NUL byte: UTF-16 or UTF-32, which json.loads would guess
+        raise MessageDecodeError('JSON body is not UTF-8')
+    if len(body) > depth and _deeper_than(body, depth):   # shorter: cannot be
         raise MessageDecodeError(
-            'refused YAML body: {}'.format(_one_line(e))) from e
-    finally:
-        loader.dispose()
+            'JSON body nests deeper than {} levels'.format(depth))
+    try:
+        return _loads(body)
+    except (ValueError, RecursionError) as e:
+        raise MessageDecodeError('invalid JSON body: {}'.format(e)) from e
 
 
-def _one_line(error: BaseException) -> str:
-    return ' '.join(str(error).split())
+_SKELETON = bytes.maketrans(b'{}', b'[]')
+_NOT_SKELETON = bytes(set(range(256)) - set(b'[]{}"'))
+
+
+def _deeper_than(body: bytes, depth: int) -> bool:
+    """Whether the JSON ``body`` nests lists and objects deeper than ``depth``.
+
+    Walking the decoded value would cost as much as decoding it, so this
+    reads the body's *skeleton* instead, with C-speed bytes methods only:
+    its brackets outside strings, ``{}`` read as ``[]``. A body with at most
+    ``depth`` opening brackets needs nothing more (the common case, found
+    first by ``find``, then by one pass over the body). Else each
+    ``replace`` pass removes the innermost level (``[]``), and a skeleton
+    not empty after ``depth`` passes is too deep. A body that is not JSON
+    may be found too deep: it would be refused anyway.
+    """
+    if _few_openers(body):
+        return False
+    skeleton = body.translate(_SKELETON, _NOT_SKELETON)
+    if skeleton.count(b'[') <= depth:
+        return False
+    levels = _outside_strings(body, skeleton)
+    if b'[' * (depth + 1) in levels:
+        return True
+    for _ in range(depth):
+        if not levels:
+            return False
+        levels = levels.replace(b'[]', b'')
+    return bool(levels)
+
+
+#: :func:`_few_openers` counts up to this many ``[`` and ``{``; below any
+#: depth limit, which is what makes it a sufficient test.
+_FEW_OPENERS = 16
+
+
+def _few_openers(body: bytes) -> bool:
+    """Whether ``body`` holds at most ``_FEW_OPENERS`` bytes ``[`` and ``{``.
+
+    ``find`` of one byte runs at ``memchr`` speed, several times faster
+    than a pass that looks at each byte, such as ``count`` or ``translate``:
+    a 10 KB message of a few fields with long values costs a fraction of a
+    microsecond here.
+    """
+    left = _FEW_OPENERS
+    for opener in b'[{':
+        found = body.find(opener)
+        while found != -1:
+            left -= 1
+            if left < 0:
+                return False
+            found = body.find(opener, found + 1)
+    return True
+
+
+def _outside_strings(body: bytes, skeleton: bytes) -> bytes:
+    """The brackets of ``skeleton`` (of ``body``) that are outside strings.
+
+    Relies on UTF-8, where each byte ``[]{}"\\`` is that ASCII character.
+    """
+    if b'\\' in body:   # drop escaped backslashes, then escaped quotes
+        body = body.replace(b'\\\\', b'').replace(b'\\"', b'')
+        skeleton = body.translate(_SKELETON, _NOT_SKELETON)
+    # Now every quote opens or closes a string. If each one is closed at
+    # once, no string holds a bracket: drop the quotes (fast); else cut out
+    # every second stretch between quotes.
+    if skeleton.count(b'"') == 2 * skeleton.count(b'""'):
+        return skeleton.translate(None, b'"')
+    return b''.join(skeleton.split(b'"')[::2])
 
 
 def encode_reply(result: Message) -> bytes:
@@ -165,24 +289,35 @@ def encode_reply(result: Message) -> bytes:
     else:
         envelope = {'code': code, 'data': data}
     try:
-        return _dumps(envelope).encode('utf-8')
-    except (TypeError, ValueError) as e:
+        return _json_bytes(envelope)
+    except (TypeError, ValueError, RecursionError) as e:
         raise TypeError('cannot send a result of type {}: it must be a '
                         'JSON-able value, str or bytes ({})'.format(
                             type(data).__name__, e)) from e
 
 
 def error_reply(exc: BaseException, traceback_text: Optional[str] = None) -> bytes:
-    """Encode a processor's exception as an RPC reply body."""
+    """Encode a processor's exception as an RPC reply body.
+
+    Works for any exception, even one whose ``str()`` fails.
+    """
     envelope = {'code': 500, 'error': {
-        'type': type(exc).__name__, 'message': str(exc),
+        'type': type(exc).__name__, 'message': exception_text(exc),
         'traceback': traceback_text}}
-    return _dumps(envelope).encode('utf-8')
+    return _json_bytes(envelope)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when that fails (as :mod:`traceback` does)."""
+    try:
+        return str(exc)
+    except Exception:
+        return '<exception str() failed>'
 
 
 def failure_reply(http_code: int, reason: str) -> bytes:
     """Encode a failure that is not the processor's (e.g. undecodable)."""
-    return _dumps({'code': http_code, 'data': reason}).encode('utf-8')
+    return _json_bytes({'code': http_code, 'data': reason})
 
 
 def result_from_reply(body: bytes) -> Message:
@@ -190,18 +325,47 @@ def result_from_reply(body: bytes) -> Message:
 
     :returns: the remote result.
     :raises ApplicationError: when the remote processor raised.
-    :raises CriticalError: for a 4xx code, or a malformed reply.
-    :raises TransientError: for a 5xx code.
+    :raises CriticalError: for a 4xx code, or a malformed reply (502, the
+        reason starts with ``malformed RPC reply``).
+    :raises TransientError: for any other code that is not 2xx.
     """
     try:
-        envelope = _loads(body)
-        code = int(envelope['code'])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CriticalError(502, 'malformed RPC reply: {}'.format(e)) from e
+        envelope = _load_json(body, MAX_DEPTH + 1)
+    except MessageDecodeError as e:
+        raise _malformed(str(e)) from e
+    if not isinstance(envelope, dict):
+        raise _malformed('a JSON {} is not an object'.format(type(envelope).__name__))
+    code = envelope.get('code')
+    if type(code) is not int or not 100 <= code <= 599:
+        raise _malformed('code {} is not an HTTP status'.format(_short.repr(code)))
     error = envelope.get('error')
     if error is not None:
-        raise ApplicationError(str(error.get('type')), str(error.get('message')),
-                               error.get('traceback'))
-    data = (base64.b64decode(envelope['bytes']) if 'bytes' in envelope
-            else envelope.get('data'))
-    return Response(code, data).check()
+        raise _remote_error(error)
+    return Response(code, _reply_data(envelope)).check()
+
+
+def _malformed(reason: str) -> CriticalError:
+    return CriticalError(502, 'malformed RPC reply: ' + reason)
+
+
+def _remote_error(error: object) -> ApplicationError:
+    if not isinstance(error, dict):
+        raise _malformed('"error" is not an object')
+    remote_type, message = error.get('type'), error.get('message')
+    traceback_text = error.get('traceback')
+    if not (isinstance(remote_type, str) and isinstance(message, str)
+            and isinstance(traceback_text, (str, type(None)))):
+        raise _malformed('"error" needs "type" and "message" strings')
+    return ApplicationError(remote_type, message, traceback_text)
+
+
+def _reply_data(envelope: dict[str, Any]) -> Message:
+    if 'bytes' not in envelope:
+        return envelope.get('data')
+    data = envelope['bytes']
+    if not isinstance(data, str):
+        raise _malformed('"bytes" is not a base64 string')
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError as e:
+        raise _malformed('"bytes" is not base64: {}'.format(e)) from e

@@ -3,34 +3,53 @@
 
 :func:`handle` decodes the body, calls the processor and builds the RPC reply.
 Both backends call it, so a processor sees the same behaviour on RabbitMQ and
-in memory:
+in memory. Whatever the body and properties hold, it returns an
+:class:`Outcome` and never raises (except :exc:`KeyboardInterrupt` and
+:exc:`SystemExit`): a message can neither kill the consumer nor come back
+forever.
 
 * the processor returned: the message is acknowledged; an RPC caller gets
-  the result;
+  the result (a result that is not JSON-able: an
+  :class:`~occo.util.exceptions.ApplicationError` naming the ``TypeError``);
 * the processor raised: the error is logged with its traceback; an RPC
   caller gets an :class:`~occo.util.exceptions.ApplicationError` and the
   message is acknowledged (it was answered); a one-way message is rejected
   without requeue (dead-lettered where configured), so it never loops;
-* the body cannot be decoded safely, or exceeds ``max_message_size``: the
-  message is rejected without requeue and logged; an RPC caller gets a
-  :class:`~occo.util.exceptions.CriticalError` (400).
+* the body exceeds ``max_message_size``: the message is rejected without
+  requeue; an RPC caller gets a :class:`~occo.util.exceptions.CriticalError`
+  (413);
+* the body cannot be decoded safely (see :mod:`~.codec`: invalid, too deep,
+  a YAML body whose aliases expand beyond ``max_message_size``, a content
+  type that is unknown or not text): the message is rejected without
+  requeue; an RPC caller gets a :class:`~occo.util.exceptions.CriticalError`
+  (400);
+* anything else fails (a bug, a result that breaks the JSON encoder): the
+  message is rejected without requeue, logged with the traceback; an RPC
+  caller gets an :class:`~occo.util.exceptions.ApplicationError` (500).
 
-Log lines name the message id, content type and size, never the body: the
-body may hold secrets.
+Each rejected message is logged once, naming its id (``%r``: ids may be
+bytes), content type and size, never the body: the body may hold secrets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from . import codec
+from .failures import CoalescedLog
+from ..exceptions import CriticalError
 
 __all__ = ['Outcome', 'handle']
 
 log = logging.getLogger(__name__)
+
+#: What :func:`handle` lets through: the process is being stopped.
+_FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class Outcome:
@@ -50,35 +69,122 @@ class Outcome:
 def handle(processor: Callable[..., Any], pargs: Sequence[Any],
            pkwargs: Mapping[str, Any], body: bytes, content_type: Optional[str],
            wants_reply: bool, message_id: object = None,
-           max_size: Optional[int] = None) -> Outcome:
+           max_size: Optional[int] = None,
+           rejections: Optional[CoalescedLog] = None) -> Outcome:
     """Decode ``body``, run ``processor`` on it and build the outcome.
 
+    Never raises, except :exc:`KeyboardInterrupt` and :exc:`SystemExit`.
+
+    :param content_type: the ``content_type`` property as the backend got
+        it: ``None``, or ``bytes`` when it was not UTF-8.
     :param wants_reply: ``True`` for an RPC request.
-    :param message_id: shown in log lines to identify the message.
-    :param max_size: bodies longer than this are rejected unprocessed.
+    :param message_id: shown in log lines (``%r``) to identify the message.
+    :param max_size: bodies longer than this are rejected unprocessed (413),
+        and YAML bodies that expand beyond it (400).
+    :param rejections: where the consumer logs rejected messages, so that a
+        flood of them makes one line per interval, with their number;
+        ``None`` logs each.
     """
+    delivery = _Delivery(body, content_type, wants_reply, message_id)
+    if rejections is not None:
+        delivery.warn = functools.partial(rejections.warning, 'rejected')
     try:
-        if max_size is not None and len(body) > max_size:
-            raise codec.MessageDecodeError(
-                'exceeds max_message_size ({} bytes)'.format(max_size))
-        message = codec.decode(body, content_type)
+        return _handle(delivery, processor, pargs, pkwargs, max_size)
+    except _FATAL:
+        raise
+    except BaseException as e:   # a bug must not kill the consumer either
+        return _unexpected(delivery, e)
+
+
+class _Delivery:
+    """A message as it came, and how log lines name it."""
+
+    __slots__ = ('body', 'content_type', 'wants_reply', 'message_id', 'warn')
+
+    def __init__(self, body: bytes, content_type: Optional[str],
+                 wants_reply: bool, message_id: object) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.wants_reply = wants_reply
+        self.message_id = message_id
+        #: Logs a warning about this message.
+        self.warn: Callable[..., None] = log.warning
+
+    def __str__(self) -> str:
+        """``message 'id' (content type 'x', 12 bytes)``; never raises."""
+        try:
+            size = '{} bytes'.format(len(self.body))
+        except Exception:
+            size = 'size unknown'
+        return 'message {} (content type {}, {})'.format(
+            _shown(self.message_id), _shown(self.content_type), size)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, at most 200 characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        return '<unprintable {}>'.format(type(value).__name__)
+    return text if len(text) <= 200 else text[:197] + '...'
+
+
+def _described(exc: BaseException) -> str:
+    return '{}: {}'.format(type(exc).__name__, codec.exception_text(exc))
+
+
+def _handle(delivery: _Delivery, processor: Callable[..., Any],
+            pargs: Sequence[Any], pkwargs: Mapping[str, Any],
+            max_size: Optional[int]) -> Outcome:
+    try:
+        if max_size is not None:
+            codec.check_size(delivery.body, max_size)
+        value = codec.decode(delivery.body, delivery.content_type, max_size=max_size)
+    except CriticalError as e:   # too large
+        return _refuse(delivery, e.http_code, str(e.reason))
     except codec.MessageDecodeError as e:
-        log.warning('Rejected message %s (content type %r, %d bytes): %s',
-                    message_id, content_type, len(body), e)
-        reply = codec.failure_reply(400, 'cannot decode request: {}'.format(e))
-        return Outcome(False, reply if wants_reply else None)
+        return _refuse(delivery, 400, 'cannot decode request: {}'.format(e))
     try:
-        result = processor(message, *pargs, **pkwargs)
-    except Exception as e:
-        log.error('Processor failed on message %s: %s: %s', message_id,
-                  type(e).__name__, e, exc_info=True)
-        if not wants_reply:
-            return Outcome(False)
-        return Outcome(True, codec.error_reply(e, traceback.format_exc()))
-    if not wants_reply:
+        result = processor(value, *pargs, **pkwargs)
+    except _FATAL:
+        raise
+    except BaseException as e:
+        return _failed(delivery, e)
+    if not delivery.wants_reply:
         return Outcome(True)
     try:
         return Outcome(True, codec.encode_reply(result))
     except TypeError as e:
-        log.error('Cannot send the result for message %s: %s', message_id, e)
+        log.error('Cannot send the result for %s: %s', delivery, _described(e))
         return Outcome(True, codec.error_reply(e))
+
+
+def _refuse(delivery: _Delivery, http_code: int, reason: str) -> Outcome:
+    """Reject a message that was not processed; tell an RPC caller why."""
+    delivery.warn('Rejected %s: %s', delivery, reason)
+    if not delivery.wants_reply:
+        return Outcome(False)
+    return Outcome(False, codec.failure_reply(http_code, reason))
+
+
+def _failed(delivery: _Delivery, exc: BaseException) -> Outcome:
+    """The processor raised: answer an RPC caller, reject a one-way message."""
+    if not delivery.wants_reply:
+        log.error('Rejected %s: the processor raised %s', delivery,
+                  _described(exc), exc_info=exc)
+        return Outcome(False)
+    log.error('Processor failed on %s: %s', delivery, _described(exc), exc_info=exc)
+    trace = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Outcome(True, codec.error_reply(exc, trace))
+
+
+def _unexpected(delivery: _Delivery, exc: BaseException) -> Outcome:
+    """The last resort: reject, and answer with a 500 if that can be encoded."""
+    with contextlib.suppress(Exception):   # a broken handler: the outcome matters more
+        log.error('Rejected %s: unexpected %s', delivery, _described(exc), exc_info=exc)
+    if not delivery.wants_reply:
+        return Outcome(False)
+    try:
+        return Outcome(False, codec.error_reply(exc))
+    except Exception:
+        return Outcome(False)

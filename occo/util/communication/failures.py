@@ -112,13 +112,15 @@ OUTCOMES: tuple[Outcome, ...] = (
             'ERROR with traceback at the consumer'),
     Outcome('RPC: processor returned Response 4xx / 5xx',
             'CriticalError / TransientError with that code', '(none)', 'nothing'),
-    Outcome('consumed message undecodable, unsafe, too deep, any property '
-            'invalid', '400 error reply to an RPC caller',
+    Outcome('consumed message undecodable, unsafe, nested deeper than '
+            '``MAX_DEPTH``, YAML expanding beyond ``max_message_size``, a '
+            'property that is not UTF-8', '400 error reply to an RPC caller',
             'rejected without requeue (dead-lettered where configured), '
-            'consumer goes on', 'WARNING once per message id, coalesced'),
+            'consumer goes on', 'WARNING naming the message id, never the '
+            'body; at most one a second per consumer, then a count'),
     Outcome('consumed message over ``max_message_size``',
             '413 error reply to an RPC caller',
-            'rejected without requeue, consumer goes on', 'WARNING'),
+            'rejected without requeue, consumer goes on', 'WARNING, as above'),
     Outcome('RPC request whose ``reply_to`` cannot be answered',
             '(none)', 'rejected without requeue, unprocessed', 'WARNING'),
     Outcome('one-way message whose processor raised', '(none)',
@@ -306,7 +308,7 @@ class CoalescedLog:
         if repeats:
             message += ' (and %d more like it in the last %.0f s)'
             args += (repeats, now - (last or now))
-        self._logger.warning(message, *args)
+        self._logger.warning(message, *args, stacklevel=2)
 
 
 def pause(seconds: float, cancel_event: Optional[threading.Event]) -> bool:

@@ -284,6 +284,8 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
         if not self.queue:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
+        #: Rejected messages: one line a second at most (thread-safe).
+        self._reject_log = CoalescedLog(log, interval=1.0)
 
     def start_consuming(self) -> None:
         self._check_open()
@@ -300,7 +302,7 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
             self.processor, self.pargs, self.pkwargs, message.body,
             message.content_type, message.reply_to is not None,
             message.message_id or message.correlation_id,
-            self.settings.max_message_size)
+            self.settings.max_message_size, self._reject_log)
         if outcome.reply is not None:
             assert message.reply_to is not None  # only requests get a reply
             if not self._broker.publish(message.reply_to, _Message(

@@ -108,22 +108,24 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         s = self.settings
         self._exchange = s.exchange
         self._delivery_mode: Literal[1, 2] = 2 if s.durable else 1
-        #: Guards _pending; notified when it falls or the loop dies.
+        #: Guards _pending, _unroutable and _refused, which the I/O side
+        #: changes and callers read; notified when _pending falls or the
+        #: loop dies.
         self._state = threading.Condition()
         #: Messages pushed and not yet confirmed nor given up (_state).
         self._pending = 0
-        #: The turn's (I/O thread or the thread holding the loop's turn);
-        #: taken over by the caller in _live_loop once the loop is stopped.
-        #: Delivery tag -> record published on the current channel.
+        #: Unroutable messages, as text, until flush reports them (_state).
+        self._unroutable: list[str] = []
+        #: Records given up after NACK_RETRIES nacks, until flush (_state).
+        self._refused = 0
+        #: Owned by the loop's turn (the I/O thread, or the caller holding
+        #: the turn); taken over by a caller in _live_loop once the loop is
+        #: stopped. Delivery tag -> record published on the current channel.
         self._unconfirmed: dict[int, _Record] = {}
         #: Last delivery tag of the current channel (turn).
         self._tag = 0
         #: Nacked records waiting for their republish timer (turn).
         self._delayed: dict[int, _Record] = {}
-        #: Unroutable messages, as text, until flush reports them (turn).
-        self._unroutable: list[str] = []
-        #: Records given up after NACK_RETRIES nacks, until flush (turn).
-        self._refused = 0
         #: Records to publish again after a reconnect (caller's thread).
         self._carry: list[_Record] = []
         #: The dead loop whose permanent error was reported (caller's thread).
@@ -243,7 +245,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         """Schedule nacked records for republishing; return those given up."""
         retry = [r for r in records if r.nacks < NACK_RETRIES]
         given_up = [r for r in records if r.nacks >= NACK_RETRIES]
-        self._refused += len(given_up)
+        with self._state:
+            self._refused += len(given_up)
         self._nack_log.warning(
             'nack', 'Broker refused %d message(s) (basic.nack: a queue is '
             'full, or the broker cannot store them); publishing %d again, '
@@ -272,9 +275,10 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
     def _on_return(self, channel: pika.channel.Channel,
                    method: pika.spec.Basic.Return,
                    properties: pika.BasicProperties, body: bytes) -> None:
-        self._unroutable.append('{} {} (exchange {!r}, routing key {!r})'.format(
-            method.reply_code, method.reply_text, method.exchange,
-            method.routing_key))
+        with self._state:
+            self._unroutable.append('{} {} (exchange {!r}, routing key {!r})'.format(
+                method.reply_code, method.reply_text, method.exchange,
+                method.routing_key))
 
     def _on_lost(self, error: CommunicationError) -> None:
         with self._state:
@@ -303,12 +307,14 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
             self._wait_confirmed(deadline)
         else:
             self._wait_written(deadline)
-        if self._unroutable:
+        with self._state:
             unroutable, self._unroutable = self._unroutable, []
+            refused, self._refused = (0, self._refused) if unroutable else (
+                self._refused, 0)   # reported by the next flush
+        if unroutable:
             raise CriticalError(404, '{} message(s) could not be routed: {}'
                                 .format(len(unroutable), unroutable[0]))
-        if self._refused:
-            refused, self._refused = self._refused, 0
+        if refused:
             raise TransientError(503, '{} message(s) refused by the broker '
                                  '{} times (basic.nack: a queue is full, e.g. '
                                  'x-overflow reject-publish, or the broker '
@@ -543,7 +549,8 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         self._ack_since = 0.0
         self._ack_timer = False   # an _ack_due call is scheduled
         self._ack_batch = max(1, min(ACK_BATCH, self.settings.prefetch_count // 2))
-        self._reject_log = CoalescedLog(log)
+        #: Rejected messages: one line a second at most (thread-safe).
+        self._reject_log = CoalescedLog(log, interval=1.0)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
@@ -654,7 +661,7 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
             outcome = dispatch.handle(
                 self.processor, self.pargs, self.pkwargs, body,
                 properties.content_type, properties.reply_to is not None,
-                message_id, self.settings.max_message_size)
+                message_id, self.settings.max_message_size, self._reject_log)
         try:
             loop.run_now(functools.partial(self._settle, tag, outcome, properties))
         except CommunicationError as e:
