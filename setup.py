@@ -22,7 +22,7 @@ setup(
     python_requires='>=3.9',
     packages=find_namespace_packages(include=['occo.*']),
     package_data={'occo.util.communication': ['py.typed']},
-    install_requires=['pika>=1.3,<2', 'PyYAML>=5.1'],
+    install_requires=['pika>=1.3,<1.5', 'PyYAML>=5.1'],
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout>=2', 'build'],
         'docs': ['sphinx>=5'],

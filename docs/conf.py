@@ -81,6 +81,8 @@ nitpick_ignore += [
     ('py:class', 'yaml.cyaml.CSafeLoader'),
     ('py:class', 'yaml.nodes.ScalarNode'),
 ]
+# threading.Lock is documented as a factory; annotations name its type.
+nitpick_ignore += [('py:class', '_thread.allocate_lock')]
 
 # Private helper classes named in type annotations: they are not part of
 # the documented API, so they have no page to link to.

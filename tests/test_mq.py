@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import occo.util.communication as comm
-from occo.util.communication import amqp_loop, codec
+from occo.util.communication import codec, pika_internals
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
                       amqp_config, running_consumer)
 
@@ -206,15 +206,16 @@ def test_stray_reply_is_dropped_and_logged(caplog):
     assert any('unknown correlation id' in r.getMessage() for r in caplog.records)
 
 
-def test_rpc_and_consuming_work_without_epoll(monkeypatch):
-    # Where select.epoll is missing (macOS), pika's own loop runs everything
-    # on the I/O thread: no turn to take, no socket to borrow.
-    monkeypatch.setattr(amqp_loop, '_HAS_EPOLL', False)
+def test_rpc_and_consuming_work_on_plain_pika(monkeypatch):
+    # Without the fast path (no epoll, a pika whose internals changed, or
+    # OCCO_AMQP_PLAIN_PIKA=1) pika's own loop runs everything on the I/O
+    # thread: no turn to take, no socket to borrow.
+    monkeypatch.setattr(pika_internals, 'FAST', False)
     config = amqp_config(rpc_timeout=JOIN_TIMEOUT)
     with running_consumer(lambda m: m * 2, **config):
         with comm.RPCProducer(**config) as rpc:
             assert [rpc.push_message(n) for n in range(20)] == list(range(0, 40, 2))
-            assert rpc._loop._ioloop is None
+            assert type(rpc._loop.connection) is pika.SelectConnection
 
 
 def test_routing_key_longer_than_amqp_allows_raises_and_producer_goes_on():
@@ -274,14 +275,20 @@ def test_processor_slower_than_heartbeat_keeps_connection(caplog):
     assert not [r for r in caplog.records if 'Reconnecting' in r.getMessage()]
 
 
+def io_threads():
+    return {t for t in threading.enumerate() if t.name.startswith('occo-amqp-io-')}
+
+
 def test_close_ends_io_thread_and_connection():
-    before = {t for t in threading.enumerate() if t.name == 'occo-amqp-io'}
+    before = io_threads()
     with comm.RPCProducer(**amqp_config()) as rpc:
         connection = rpc._loop.connection
-        assert len({t for t in threading.enumerate()
-                    if t.name == 'occo-amqp-io'} - before) == 1
+        (thread,) = io_threads() - before
+        # Named after the role and the instance.
+        assert thread.name == 'occo-amqp-io-' + rpc._name
+        assert thread.name.startswith('occo-amqp-io-rpc-')
     assert connection.is_closed
-    assert {t for t in threading.enumerate() if t.name == 'occo-amqp-io'} <= before
+    assert io_threads() <= before
 
 
 def test_exit_closes_connection_when_body_raises():

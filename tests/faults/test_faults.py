@@ -181,7 +181,7 @@ def test_bad_inputs_are_dropped_and_consumer_goes_on(node, figures, caplog, tmp_
             while _depth(channel, dead) < len(bad) and time.monotonic() < deadline:
                 time.sleep(0.05)
         dead_lettered = _depth(channel, dead)
-    logged = {r.getMessage().split()[2] for r in caplog.records
+    logged = {r.getMessage().split()[2].strip("'") for r in caplog.records
               if r.getMessage().startswith('Rejected message')}
     figures(**{'bad inputs': len(bad)}, lost=0)
     assert not marker.exists()

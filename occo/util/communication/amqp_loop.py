@@ -12,21 +12,38 @@ thread of its own (see ``docs/design.rst`` for the measurements):
   the I/O thread and wait for their own reply;
 * a lost connection is noticed at once, not on the next call.
 
-Other threads talk to the loop in three ways, all thread-safe:
+Threads and what they own
+-------------------------
 
-* :meth:`AmqpLoop.submit` appends an operation to an outbox and wakes the
-  I/O thread once per batch (``add_callback_threadsafe``, the only
-  thread-safe call pika offers). The I/O thread runs every queued operation
-  and writes all the frames the batch produced with one ``send``
-  (:class:`_BatchingConnection`): a burst of messages costs one wake-up and
-  one system call, not three per message.
-* :meth:`AmqpLoop.run_now` runs an operation in the calling thread, which
-  takes the loop's *turn* (a lock the I/O thread holds except while it
-  waits for the network) and writes the frames itself.
+pika is not thread-safe, so exactly one thread runs pika code at a time: the
+one that holds the loop's **turn** (a lock). The I/O thread holds it except
+while it waits in ``epoll_wait``; another thread may take it then
+(:meth:`AmqpLoop.run_now`, :meth:`AmqpLoop.drive`). Everything reached from
+pika's callbacks (the channel, the roles' delivery tags and reply slots
+bookkeeping, timers) belongs to the turn. The only pika call made without
+the turn is ``add_callback_threadsafe``, which pika documents as
+thread-safe.
+
+The loop's own shared state (its :class:`LoopState`, its error and its
+outbox) is guarded by a small lock, ``_lock``, held only for a few
+statements and never while waiting or running pika code. The state changes
+in one place, ``AmqpLoop._set_state``.
+
+Other threads talk to the loop in three ways:
+
+* :meth:`AmqpLoop.submit` appends an operation to the outbox and wakes the
+  I/O thread once per batch. The I/O thread runs every queued operation and
+  writes the frames the batch produced with one ``send``.
+* :meth:`AmqpLoop.run_now` queues the operation and, if the turn is free,
+  runs the outbox in the calling thread at once.
 * :meth:`AmqpLoop.drive` lends the socket to a thread that waits for a
   reply or a delivery, so that what arrives wakes that thread directly.
 
-pika's errors are translated into this package's errors in one place,
+Without the fast path (:data:`~.pika_internals.FAST` false) the I/O thread
+never lets go of the turn: :meth:`~AmqpLoop.run_now` is :meth:`~AmqpLoop.submit`
+and :meth:`~AmqpLoop.drive` returns ``False`` at once.
+
+pika's errors become this package's errors in one place,
 :func:`~occo.util.communication.failures.translate_error`.
 """
 
@@ -34,362 +51,72 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import logging
-import os
-import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Optional
 
 import pika
 import pika.channel
-import pika.exceptions as pe
-from pika.adapters import select_connection
-from pika.adapters.utils.io_services_utils import \
-    _AsyncPlaintextTransport as _PlaintextTransport
 
 from ..exceptions import CommunicationError, TransientError
-from .amqp_frames import PublishFrames
+from . import pika_internals
 from .failures import translate_error
 
-__all__ = ['AmqpLoop', 'run_steps', 'publish']
+__all__ = ['AmqpLoop', 'LoopState', 'Operation', 'Step', 'run_steps', 'publish']
 
 log = logging.getLogger(__name__)
 
-_HAS_EPOLL = hasattr(select, 'epoll')
-
-#: Frames are sent once this many bytes wait in a batch.
-_BATCH_BYTES = 256 * 1024
 #: Longest wait of a thread driving the connection between two looks at
 #: what it waits for (it is poked sooner when something changes).
 _MAX_DRIVE_WAIT = 1.0
 
-#: What :meth:`AmqpLoop.submit` runs on the I/O thread: ``operation(channel)``.
-_Operation = Callable[[pika.channel.Channel], object]
+#: What :meth:`AmqpLoop.submit` runs with the turn held: ``operation(channel)``.
+Operation = Callable[[pika.channel.Channel], object]
 #: One step of :func:`run_steps`: ``step(next_step)``; pika calls
 #: ``next_step`` with the reply frame.
-_Step = Callable[[Callable[..., None]], object]
+Step = Callable[[Callable[..., None]], object]
 
+#: Publishes one message on a channel of an :class:`AmqpLoop` (turn held).
+publish = pika_internals.publish
 
-class _BatchingConnection(pika.SelectConnection):
-    """A :class:`pika.SelectConnection` that writes a batch of frames at once,
-    straight to the socket.
-
-    pika hands every frame to the socket separately; between
-    :meth:`begin_batch` and :meth:`end_batch` frames are collected and then
-    written with one call (TCP_NODELAY stays on, so nothing waits for Nagle).
-
-    pika also writes through its poller: it asks to be told when the socket
-    is writable and sends on the next turn of the loop. That wakes the I/O
-    thread for every write, even one made by a caller
-    (:meth:`AmqpLoop.run_now`). Here data goes to the socket at once; only
-    what the socket does not take is left to pika's way.
-    """
-
-    _batch: Optional[list[bytes]] = None
-    _batch_size = 0
-    _publish_frames: Optional[PublishFrames] = None
-
-    # This class overrides and calls pika privates (_output_marshaled_frames,
-    # _adapter_emit_data, _transport and the transport's _sock and _state)
-    # that pika's type stubs leave out: hence the narrow "type: ignore"
-    # comments below.
-    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        if self._batch is None:
-            super()._output_marshaled_frames(  # type: ignore[misc]
-                (b''.join(marshaled_frames),))
-            return
-        self._batch.extend(marshaled_frames)
-        self._batch_size += sum(map(len, marshaled_frames))
-        if self._batch_size >= _BATCH_BYTES:
-            self.end_batch()
-            self.begin_batch()
-
-    def begin_batch(self) -> None:
-        """Collect frames from now on instead of writing them."""
-        self._batch = []
-        self._batch_size = 0
-
-    def end_batch(self) -> None:
-        """Write the collected frames with one call, and stop collecting."""
-        frames, self._batch = self._batch, None
-        if frames:
-            super()._output_marshaled_frames(  # type: ignore[misc]
-                (b''.join(frames),))
-
-    def publish(self, channel: pika.channel.Channel, exchange: str,
-                routing_key: str, body: bytes,
-                properties: pika.BasicProperties, mandatory: bool) -> None:
-        """``channel.basic_publish``, with the frames marshalled by
-        :class:`~occo.util.communication.amqp_frames.PublishFrames`."""
-        if not channel.is_open:
-            raise pe.ChannelWrongStateError('Channel is closed.')
-        frames = self._publish_frames
-        if frames is None:
-            frames = self._publish_frames = PublishFrames(
-                channel.channel_number,
-                self._body_max_length)  # type: ignore[attr-defined]
-        self._output_marshaled_frames(frames.marshal(
-            exchange, routing_key, body, properties, mandatory))
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        transport = self._transport  # type: ignore[attr-defined]
-        if (isinstance(transport, _PlaintextTransport)
-                and transport._state == transport._STATE_ACTIVE  # type: ignore[attr-defined]
-                and not transport.get_write_buffer_size()):
-            try:
-                sent = transport._sock.send(data)  # type: ignore[attr-defined]
-            except OSError:
-                # Full (EAGAIN) or broken: pika's buffered write retries,
-                # or meets the error and aborts the connection.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        super()._adapter_emit_data(data)  # type: ignore[misc]
-
-
-class _SharedEpoll:
-    """The I/O thread's epoll, which gives up the loop's turn while it waits
-    and can lend the connection's socket to a waiting caller.
-
-    The I/O thread holds the *turn* (a lock) whenever it runs pika code and
-    releases it only while it blocks in ``epoll_wait``. A calling thread that
-    finds the turn free may therefore run pika itself, on the spot, instead
-    of handing the work over and waiting for the I/O thread to wake up
-    (:meth:`AmqpLoop.run_now`).
-
-    A caller that waits for something to arrive may also *borrow* the
-    socket (:meth:`AmqpLoop.drive`): the socket then leaves this epoll and
-    is watched by the borrower's own epoll, so the reply wakes the thread
-    that waits for it, and only that thread. Timers (heartbeats) and
-    thread-safe callbacks stay with the I/O thread, which pokes the borrower
-    after running any of them, in case they settled what it waits for.
-    """
-
-    def __init__(self, turn: threading.Lock, queued: Callable[[], bool]) -> None:
-        self._turn = turn
-        self._queued = queued
-        self._epoll = select.epoll()
-        #: fd -> the events pika wants for it.
-        self._events: dict[int, int] = {}
-        #: The fd that borrowers watch, registered in both epolls.
-        self._shared: Optional[int] = None
-        #: The shared fd while a borrower watches it instead of this epoll.
-        self.lent: Optional[int] = None
-        #: A thread borrows (from lend to give_back), even if the socket
-        #: closed meanwhile.
-        self._borrowing = False
-        self._closed = False
-        self._borrowed = select.epoll()
-        self._poke_read, self._poke_write = os.pipe()
-        os.set_blocking(self._poke_read, False)
-        os.set_blocking(self._poke_write, False)
-        self._borrowed.register(self._poke_read, select.EPOLLIN)
-
-    # -- what pika's poller calls (turn held) -------------------------------
-    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
-        self._turn.release()
-        try:
-            # An operation queued while the turn was held is run before
-            # waiting: _TurnPoller.poll runs it next.
-            return self._epoll.poll(0 if self._queued() else timeout)
-        finally:
-            self._turn.acquire()
-
-    def register(self, fd: int, events: int) -> None:
-        self._events[fd] = events
-        self._epoll.register(fd, events)
-
-    def modify(self, fd: int, events: int) -> None:
-        self._events[fd] = events
-        if fd == self._shared:
-            self._borrowed.modify(fd, events)
-        if fd != self.lent:
-            self._epoll.modify(fd, events)
-
-    def unregister(self, fd: int) -> None:
-        del self._events[fd]
-        if fd == self._shared:
-            self._borrowed.unregister(fd)
-            self._shared = None
-        if fd == self.lent:
-            self.lent = None
-        else:
-            self._epoll.unregister(fd)
-
-    def close(self) -> None:
-        self._closed = True
-        self._epoll.close()
-        if self._borrowing:
-            self.poke()   # the borrower closes its side when it gives back
-        else:
-            self._close_borrowed()
-
-    # -- what a borrowing caller calls (turn held) --------------------------
-    def lend(self, fd: int) -> bool:
-        """Move ``fd`` from this epoll to the borrower's; ``False`` if it is
-        not registered (closed) or this epoll is closed."""
-        if self._closed or fd not in self._events:
-            return False
-        if self._shared != fd:
-            if self._shared is not None:
-                self._borrowed.unregister(self._shared)
-            self._borrowed.register(fd, self._events[fd])
-            self._shared = fd
-        self._epoll.unregister(fd)
-        self.lent = fd
-        self._borrowing = True
-        return True
-
-    def give_back(self) -> None:
-        """Watch the lent fd here again (level-triggered: data that arrived
-        meanwhile wakes the I/O thread at once)."""
-        fd, self.lent = self.lent, None
-        self._borrowing = False
-        if self._closed:
-            self._close_borrowed()
-        elif fd is not None:
-            self._epoll.register(fd, self._events[fd])
-
-    def wait_borrowed(self, timeout: float) -> int:
-        """Wait, with the turn released, for the lent socket or a poke;
-        return the socket's events, 0 if only poked or timed out."""
-        self._turn.release()
-        try:
-            ready = self._borrowed.poll(0 if self._queued() else timeout)
-        finally:
-            self._turn.acquire()
-        socket_events = 0
-        for fd, events in ready:
-            if fd == self._poke_read:
-                _drain_pipe(fd)
-            elif fd == self.lent:
-                socket_events = events
-        return socket_events
-
-    def poke(self) -> None:
-        """Wake the borrower, if any (I/O thread)."""
-        if self._borrowing:
-            with contextlib.suppress(BlockingIOError):  # one is pending already
-                os.write(self._poke_write, b'.')
-
-    @property
-    def borrowing(self) -> bool:
-        """Whether a thread borrows the socket (from lend to give_back)."""
-        return self._borrowing
-
-    def _close_borrowed(self) -> None:
-        if not self._borrowed.closed:
-            self._borrowed.close()
-            os.close(self._poke_read)
-            os.close(self._poke_write)
-
-
-def _drain_pipe(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 512):
-            pass
-
-
-class _TurnPoller(select_connection.EPollPoller):
-    """pika's epoll poller on a :class:`_SharedEpoll`; pokes a borrower after
-    each turn of the I/O thread."""
-
-    _poll: Optional[_SharedEpoll]
-
-    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
-                 run_queued: Callable[[], object],
-                 get_wait_seconds: Callable[[], Optional[float]],
-                 process_timeouts: Callable[[], None]) -> None:
-        self._turn = turn
-        self._queued = queued
-        self._run_queued = run_queued
-        self._run_timers = process_timeouts
-        super().__init__(get_wait_seconds=get_wait_seconds,
-                         process_timeouts=self._run_timers_and_poke)
-
-    def _run_timers_and_poke(self) -> None:
-        self._run_timers()
-        self.poke()
-
-    def _create_poller(self) -> _SharedEpoll:
-        return _SharedEpoll(self._turn, self._queued)
-
-    @property
-    def shared_epoll(self) -> Optional[_SharedEpoll]:
-        """The epoll while the loop runs, else ``None``."""
-        return self._poll
-
-    def poll(self) -> None:
-        super().poll()
-        self._run_queued()
-        self.poke()
-
-    def poke(self) -> None:
-        """Wake a borrower of the socket: what the I/O thread just ran may
-        have settled what it waits for."""
-        if self._poll is not None:
-            self._poll.poke()
-
-    def dispatch(self, fd: int, events: int) -> None:
-        """Run pika's handler of ``fd`` for ``events`` (turn held)."""
-        self._dispatch_fd_events({fd: events})  # type: ignore[attr-defined]
-
-
-class _TurnIOLoop(select_connection.IOLoop):
-    """pika's IOLoop on a :class:`_SharedEpoll`, releasing ``turn`` only
-    while it waits."""
-
-    poller: _TurnPoller
-
-    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
-                 run_queued: Callable[[], object]) -> None:
-        self._turn = turn
-        self._queued = queued
-        self._run_queued = run_queued
-        super().__init__()
-
-    def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],
-                    process_timeouts: Callable[[], None]) -> _TurnPoller:
-        self.poller = _TurnPoller(self._turn, self._queued, self._run_queued,
-                                  get_wait_seconds=get_wait_seconds,
-                                  process_timeouts=process_timeouts)
-        return self.poller
-
-
-def _nothing() -> None:
-    pass
-
-
-def publish(channel: pika.channel.Channel, exchange: str, routing_key: str,
-            body: bytes, properties: pika.BasicProperties,
-            mandatory: bool = False) -> None:
-    """Publish one message on a channel of an :class:`AmqpLoop` (turn held).
-
-    Equivalent to ``channel.basic_publish``, about three times cheaper.
-    """
-    connection = channel.connection
-    assert isinstance(connection, _BatchingConnection)  # every AmqpLoop's is
-    connection.publish(channel, exchange, routing_key, body, properties,
-                       mandatory)
-
-
-def run_steps(steps: Iterable[_Step], done: Callable[[], object]) -> None:
+def run_steps(steps: Iterable[Step], done: Callable[[], object]) -> None:
     """Run asynchronous ``steps`` one after the other, then call ``done()``.
 
     Each step is called with one argument, the function that starts the
     next step; pika calls it with the reply frame, which is ignored.
     """
-    steps = collections.deque(steps)
+    queue = collections.deque(steps)
 
     def next_step(*_ignored: object) -> None:
-        if steps:
-            steps.popleft()(next_step)
+        if queue:
+            queue.popleft()(next_step)
         else:
             done()
     next_step()
+
+
+class LoopState(enum.Enum):
+    """The life of an :class:`AmqpLoop`; it only ever moves down this list
+    (``FAILED`` may be skipped, or followed by ``STOPPING``)."""
+
+    #: :meth:`~AmqpLoop.start` connects and runs ``setup``.
+    CONNECTING = 'connecting'
+    #: Ready: operations run.
+    OPEN = 'open'
+    #: The connection or the channel died; ``error`` says why.
+    FAILED = 'failed'
+    #: :meth:`~AmqpLoop.stop` was called: what was queued runs, then the
+    #: connection closes.
+    STOPPING = 'stopping'
+    #: The I/O thread ended; nothing runs any more.
+    CLOSED = 'closed'
+
+
+#: The states in which operations are accepted.
+_ACCEPTING = (LoopState.CONNECTING, LoopState.OPEN)
 
 
 class AmqpLoop:
@@ -401,46 +128,71 @@ class AmqpLoop:
     :param setup: ``setup(channel, done)``, called on the I/O thread when the
         channel is open; it declares what the user needs, registers channel
         callbacks, and calls ``done()`` when the loop is ready.
-    :param on_lost: ``on_lost(error)``, called on the I/O thread once, when
-        the connection or the channel died (not when :meth:`stop` closed it).
+    :param on_lost: ``on_lost(loop, error)``, called once when the
+        connection or the channel of an opened loop died (not when
+        :meth:`stop` closed it), by the thread that holds the turn (the I/O
+        thread or a caller running pika code). ``loop`` tells which loop
+        died: a role ignores one that is no longer its current loop.
     :param after_drain: ``after_drain(channel)``, called after each batch of
         operations (turn held), before its frames are written.
+    :param name: names the I/O thread ``occo-amqp-io-<name>``, e.g. the role
+        and its number, ``rpc-3``.
     """
 
     def __init__(
             self, parameters: pika.ConnectionParameters, endpoint: str,
             setup: Callable[[pika.channel.Channel, Callable[[], None]], object],
-            on_lost: Optional[Callable[[CommunicationError], object]] = None,
+            on_lost: Optional[Callable[[AmqpLoop, CommunicationError], object]] = None,
             after_drain: Optional[Callable[[pika.channel.Channel], object]] = None,
+            name: str = 'loop',
     ) -> None:
         self._parameters = parameters
         self.endpoint = endpoint
         self._setup = setup
         self._on_lost = on_lost
         self._after_drain = after_drain
-        #: Held by whichever thread runs pika code; see _TurnReleasingEpoll.
+        #: Held by whichever thread runs pika code (see the module docs).
         self._turn = threading.Lock()
-        self._outbox: collections.deque[_Operation] = collections.deque()
+        #: Guards _state, error, failed_at, _wake_pending and appending to
+        #: _outbox; held for a few statements, never across pika code.
+        self._lock = threading.Lock()
+        self._state = LoopState.CONNECTING
+        #: The :class:`~occo.util.exceptions.CommunicationError` that ended
+        #: the loop, if any (_lock).
+        self.error: Optional[CommunicationError] = None
+        #: ``time.monotonic()`` when the loop failed, if it did (_lock).
+        self.failed_at: Optional[float] = None
+        #: ``time.monotonic()`` when :meth:`start` returned (set once).
+        self.opened_at: Optional[float] = None
+        #: Operations to run: appended under _lock, popped by the turn.
+        self._outbox: collections.deque[Operation] = collections.deque()
+        #: A wake-up of the I/O thread is on its way (_lock).
         self._wake_pending = False
         self._ready = threading.Event()
-        self._stopping = False
-        #: The :class:`~occo.util.exceptions.CommunicationError` that ended the loop, if any.
-        self.error: Optional[CommunicationError] = None
-        #: ``time.monotonic()`` when :meth:`start` returned, if it did.
-        self.opened_at: Optional[float] = None
-        #: ``time.monotonic()`` when the loop failed, if it did.
-        self.failed_at: Optional[float] = None
-        self.connection: Optional[_BatchingConnection] = None
+        #: Set on the I/O thread before it runs pika; read after start().
+        self.connection: Optional[pika.SelectConnection] = None
         self.channel: Optional[pika.channel.Channel] = None
-        self._ioloop: Optional[_TurnIOLoop] = None
+        self._ioloop: Optional[pika_internals.TurnIOLoop] = None
         self._socket_fd: Optional[int] = None
         self._thread = threading.Thread(
-            target=self._run, name='occo-amqp-io', daemon=True)
+            target=self._run, daemon=True,
+            name='occo-amqp-io-' + name)
+
+    # -- lifecycle ----------------------------------------------------------
+    @property
+    def state(self) -> LoopState:
+        """Where the loop is in its life."""
+        return self._state
 
     @property
     def alive(self) -> bool:
-        """``True`` until the connection failed or was stopped."""
-        return self.error is None and not self._stopping
+        """``True`` while connecting or open."""
+        return self._state in _ACCEPTING
+
+    def _set_state(self, state: LoopState) -> None:
+        """The one place the state changes (``_lock`` held)."""
+        assert self._lock.locked()
+        self._state = state
 
     def start(self, timeout: float) -> None:
         """Connect, open the channel and run ``setup``; wait for all that.
@@ -453,31 +205,86 @@ class AmqpLoop:
             self.stop(timeout=1)
             raise TransientError(504, 'timed out after {} s connecting to '
                                  '{}'.format(timeout, self.endpoint))
-        if self.error is not None:
+        with self._lock:
+            error = self.error
+            if error is None and self._state is LoopState.CONNECTING:
+                self._set_state(LoopState.OPEN)
+        if error is not None:
             self._thread.join(timeout)
-            raise self.error
+            raise error
         self.opened_at = time.monotonic()
 
-    def submit(self, operation: _Operation) -> None:
-        """Run ``operation(channel)`` on the I/O thread, soon.
+    def stop(self, timeout: float = 10) -> None:
+        """Run what was submitted, close the connection, end the thread.
+
+        Safe to call several times, from any thread, and after a failure.
+        From then on :meth:`submit` and :meth:`run_now` raise.
+        """
+        with self._lock:
+            if self._state is LoopState.CLOSED:
+                return
+            self._set_state(LoopState.STOPPING)
+            self._call_threadsafe(self._close)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning('I/O thread of %s did not end in %s s',
+                            self.endpoint, timeout)
+
+    @contextlib.contextmanager
+    def holding_turn(self) -> Iterator[None]:
+        """Hold the turn: no pika callback of this loop runs meanwhile. A
+        role takes over what its callbacks own this way after :meth:`stop`."""
+        self._turn.acquire()
+        try:
+            yield
+        finally:
+            self._release_turn()   # runs what others queued meanwhile
+
+    def take_unsent(self) -> list[Operation]:
+        """Remove and return the operations a dead loop did not run.
+
+        Call it after :meth:`stop`, to hand them to a new loop.
+        """
+        with self._lock:
+            unsent = list(self._outbox)
+            self._outbox.clear()
+        return unsent
+
+    # -- handing work over -------------------------------------------------------
+    def submit(self, operation: Operation) -> None:
+        """Run ``operation(channel)`` with the turn held, soon.
 
         Operations run in the order they were submitted. Thread-safe.
 
-        :raises CommunicationError: when the connection is lost.
+        :raises CommunicationError: when the loop failed or is stopping.
         """
-        if self.error is not None:
-            raise self.error
-        self._outbox.append(operation)
+        with self._lock:
+            self._accept(operation)
         self._wake()
 
     def _wake(self) -> None:
-        """Have the I/O thread run the outbox soon."""
-        if not self._wake_pending:
-            self._wake_pending = True
-            assert self.connection is not None  # start() returned
-            self.connection.ioloop.add_callback_threadsafe(self._drain)
+        """Have the I/O thread run the outbox soon (once per batch)."""
+        with self._lock:
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._call_threadsafe(self._drain)
 
-    def run_now(self, operation: _Operation) -> None:
+    def _call_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Have the I/O thread call ``callback`` (``_lock`` held: the I/O
+        thread sets CLOSED under it before it closes pika's loop, so the
+        loop is never closed under this call)."""
+        if self._state is not LoopState.CLOSED and self.connection is not None:
+            self.connection.ioloop.add_callback_threadsafe(callback)
+
+    def _accept(self, operation: Operation) -> None:
+        """Queue ``operation`` or raise why the loop takes none (_lock held)."""
+        if self._state not in _ACCEPTING:
+            raise self.error or TransientError(
+                503, 'connection to {} closed'.format(self.endpoint))
+        self._outbox.append(operation)
+
+    def run_now(self, operation: Operation) -> None:
         """Queue ``operation(channel)`` and run the queue in the calling
         thread, writing its frames, unless another thread runs pika code.
 
@@ -486,19 +293,18 @@ class AmqpLoop:
         (tens of microseconds, most of an RPC request's latency on a
         loopback broker). When the turn is taken, the call returns at once:
         the holder runs the queue before it lets go of the turn or waits,
-        so several threads' requests leave in one write. Operations run in
-        the order they were queued. Not to be called from the loop's own
-        callbacks.
+        so several threads' requests leave in one write. Not to be called
+        from the loop's own callbacks.
 
-        :raises CommunicationError: when the connection is lost (if it is
-            lost while another thread holds the turn, the operation is
-            dropped; the object's ``on_lost`` tells its waiters).
+        :raises CommunicationError: when the loop failed or is stopping (if
+            it fails while another thread holds the turn, the operation is
+            dropped; the role's ``on_lost`` tells its waiters).
         """
         if self._ioloop is None:
-            # pika's own loop (no epoll) never lets go of the turn.
-            self.submit(operation)
+            self.submit(operation)   # pika's own loop never lets go of the turn
             return
-        self._outbox.append(operation)
+        with self._lock:
+            self._accept(operation)
         if not self._turn.acquire(blocking=False):
             return   # its holder runs the outbox before it lets go or waits
         try:
@@ -507,13 +313,16 @@ class AmqpLoop:
                 return
         finally:
             self._release_turn()
-        if self.error is not None:
-            raise self.error
-        self._wake()
+        with self._lock:
+            failed = self.error
+        if failed is not None:
+            raise failed
+        if self._outbox:
+            self._wake()
 
     def _runnable(self) -> bool:
-        """Whether operations wait and the channel can run them."""
-        return (bool(self._outbox) and self.error is None
+        """Whether operations wait and the channel can run them (turn held)."""
+        return (bool(self._outbox) and self._state in _ACCEPTING
                 and self.channel is not None and self.channel.is_open)
 
     def _release_turn(self) -> None:
@@ -546,8 +355,8 @@ class AmqpLoop:
         :param timeout: seconds, or ``None`` for no limit.
         :returns: ``True`` when ``done()`` came true or ``timeout`` passed;
             ``False``, perhaps at once, when this thread cannot drive (another
-            one does, the connection is closing, no epoll): the caller then
-            waits its usual way, for what is left of ``timeout``.
+            one does, the connection is closing, no fast path): the caller
+            then waits its usual way, for what is left of ``timeout``.
         """
         ioloop, fd = self._ioloop, self._socket_fd
         if ioloop is None or fd is None:
@@ -581,101 +390,73 @@ class AmqpLoop:
             self._release_turn()
         return True
 
-    def _dispatch(self, poller: _TurnPoller, fd: int, events: int) -> None:
-        assert self.connection is not None  # it opened the socket
-        self.connection.begin_batch()
+    def _dispatch(self, poller: pika_internals.TurnPoller, fd: int,
+                  events: int) -> None:
+        """Run pika's handler of the lent socket (turn held)."""
         try:
-            poller.dispatch(fd, events)
+            with pika_internals.batch(self.connection):
+                poller.dispatch(fd, events)
         except Exception as e:
             log.exception('Reading from %s failed', self.endpoint)
             self._fail(translate_error(e, self.endpoint))
+            assert self.connection is not None  # it opened the socket
             self.connection.ioloop.stop()
-        finally:
-            self.connection.end_batch()
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> None:
-        """Run ``callback()`` on the I/O thread in ``delay`` seconds.
+        """Run ``callback()`` with the turn held in ``delay`` seconds.
 
-        Call it from an operation (with the loop's turn held); timers die
-        with the connection.
+        Call it with the turn held (from an operation or a pika callback);
+        timers die with the connection.
         """
         assert self.connection is not None  # an operation runs on an open loop
         self.connection.ioloop.call_later(delay, callback)
         if threading.current_thread() is not self._thread:
             # The I/O thread waits with a timeout it computed before.
-            self.connection.ioloop.add_callback_threadsafe(_nothing)
+            with self._lock:
+                self._call_threadsafe(_nothing)
 
-    def take_unsent(self) -> list[_Operation]:
-        """Remove and return the operations a dead loop did not run.
-
-        Call it after :meth:`stop`, to hand them to a new loop.
-        """
-        unsent = list(self._outbox)
-        self._outbox.clear()
-        return unsent
-
-    def stop(self, timeout: float = 10) -> None:
-        """Run what was submitted, close the connection, end the thread.
-
-        Safe to call several times and after a failure.
-        """
-        if not self._thread.is_alive():
-            return
-        self._stopping = True
-        try:
-            assert self.connection is not None
-            self.connection.ioloop.add_callback_threadsafe(self._close)
-        except Exception:  # the loop is gone already
-            log.debug('I/O loop closed before stop', exc_info=True)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning('I/O thread of %s did not end in %s s',
-                            self.endpoint, timeout)
-
-    # -- I/O thread ------------------------------------------------------
+    # -- the I/O thread ----------------------------------------------------------
     def _run(self) -> None:
         self._turn.acquire()
         try:
-            self._ioloop = _TurnIOLoop(self._turn, self._runnable,
-                                       self._drain_runnable) if _HAS_EPOLL else None
-            self.connection = _BatchingConnection(
-                self._parameters, on_open_callback=self._on_open,
-                on_open_error_callback=self._on_open_error,
-                on_close_callback=self._on_closed,
-                custom_ioloop=self._ioloop)
+            self.connection, self._ioloop = pika_internals.connect(
+                self._parameters, self._on_open, self._on_open_error,
+                self._on_closed, self._turn, self._runnable, self._drain_runnable)
             self.connection.ioloop.start()
         except Exception as e:
             log.exception('I/O loop of %s failed', self.endpoint)
             self._fail(translate_error(e, self.endpoint))
         finally:
             self._ready.set()
+            with self._lock:
+                self._set_state(LoopState.CLOSED)
             if self.connection is not None:
                 self.connection.ioloop.close()
-            self._stopping = True   # run_now must not touch a closed loop
             self._turn.release()
 
     def _drain(self) -> None:
-        self._wake_pending = False
-        if self.channel is None or not self.channel.is_open:
+        """Run the queued operations, then ``after_drain`` (turn held)."""
+        with self._lock:
+            self._wake_pending = False
+        channel = self.channel
+        if channel is None or not channel.is_open:
             return
-        assert self.connection is not None  # it opened the channel
         outbox = self._outbox
-        self.connection.begin_batch()
         try:
-            while outbox:
-                outbox.popleft()(self.channel)
-            if self._after_drain is not None:
-                self._after_drain(self.channel)
+            with pika_internals.batch(self.connection):
+                while outbox:
+                    outbox.popleft()(channel)
+                if self._after_drain is not None:
+                    self._after_drain(channel)
         except Exception as e:
             log.exception('Operation on %s failed', self.endpoint)
             self._fail(translate_error(e, self.endpoint))
-        finally:
-            self.connection.end_batch()
 
-    def _on_open(self, connection: _BatchingConnection) -> None:
-        transport = connection._transport  # type: ignore[attr-defined]
-        self._socket_fd = transport._sock.fileno()
+    def _on_open(self, connection: pika.SelectConnection) -> None:
+        if self._state is LoopState.STOPPING:   # start() gave up waiting
+            connection.close()
+            return
+        self._socket_fd = pika_internals.socket_fd(connection)
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: pika.channel.Channel) -> None:
@@ -683,27 +464,25 @@ class AmqpLoop:
         channel.add_on_close_callback(self._on_channel_closed)
         self._setup(channel, self._ready.set)
 
-    def _on_open_error(self, connection: _BatchingConnection,
+    def _on_open_error(self, connection: pika.SelectConnection,
                        error: BaseException) -> None:
         self._fail(translate_error(error, self.endpoint))
         connection.ioloop.stop()
 
-    def _on_closed(self, connection: _BatchingConnection,
+    def _on_closed(self, connection: pika.SelectConnection,
                    reason: BaseException) -> None:
-        if not self._stopping:
-            self._fail(translate_error(reason, self.endpoint))
+        self._fail(translate_error(reason, self.endpoint))
         connection.ioloop.stop()
 
     def _on_channel_closed(self, channel: pika.channel.Channel,
                            reason: Exception) -> None:
-        if self._stopping:
-            return
         self._fail(translate_error(reason, self.endpoint))
         assert self.connection is not None  # it opened the channel
         if self.connection.is_open:
             self.connection.close()
 
     def _close(self) -> None:
+        """Stop: run what was queued, then close (I/O thread)."""
         self._drain()
         assert self.connection is not None  # _close runs on its I/O loop
         if self.connection.is_closed:
@@ -712,10 +491,20 @@ class AmqpLoop:
             self.connection.close()
 
     def _fail(self, error: CommunicationError) -> None:
-        if self.error is not None:
-            return
-        self.failed_at = time.monotonic()
-        self.error = error
+        """The loop died of ``error``: record it once, tell the role (turn
+        held). A loop being stopped does not fail."""
+        with self._lock:
+            if self.error is not None or self._state in (
+                    LoopState.STOPPING, LoopState.CLOSED):
+                return
+            was_open = self._state is LoopState.OPEN
+            self.error = error
+            self.failed_at = time.monotonic()
+            self._set_state(LoopState.FAILED)
         self._ready.set()
-        if self._on_lost is not None:
-            self._on_lost(error)
+        if was_open and self._on_lost is not None:
+            self._on_lost(self, error)
+
+
+def _nothing(*_ignored: Any) -> None:
+    pass

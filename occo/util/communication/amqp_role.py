@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the three AMQP classes share: connecting, with retries, and reconnecting.
 
-``_MQRole`` turns :class:`~occo.util.communication.settings.Settings`
+``AmqpRole`` turns :class:`~occo.util.communication.settings.Settings`
 into pika connection parameters (one per host, TLS included), opens an
 :class:`~occo.util.communication.amqp_loop.AmqpLoop` trying each host in
 turn for ``connection_attempts`` rounds spaced by ``retry_delay`` (doubling,
@@ -28,24 +28,50 @@ from ..exceptions import CommunicationError, ConfigurationError
 from ..exceptions import CriticalError, TransientError
 from . import codec
 from .amqp_frames import MAX_SHORTSTR, shortstr
-from .amqp_loop import AmqpLoop, _Step
+from .amqp_loop import AmqpLoop, Step
 from .comm import warn_unknown_keys
 from .failures import UNSTABLE_WITHIN, Backoff, CoalescedLog, pause
 from .settings import Settings
 
-__all__ = ['MAX_RETRY_DELAY']
+__all__ = ['AmqpRole', 'MAX_RETRY_DELAY', 'CLUSTER_SETTLE']
 
 log = logging.getLogger(__name__)
 
 #: Longest pause between two connection attempts, in seconds.
 MAX_RETRY_DELAY = 5.0
+#: With several hosts (a cluster), seconds to wait at least before the first
+#: reconnect after a loss, so that the cluster notices the lost node and
+#: elects new queue leaders first: RabbitMQ 3.10 silently drops the
+#: unconfirmed messages a channel publishes to a quorum queue when it opened
+#: before that (measured: a channel opened at once lost every message; one
+#: opened 0.5 s later none).
+CLUSTER_SETTLE = 1.0
 
 
-class _MQRole:
-    """Connection handling shared by the three AMQP classes."""
+#: Numbers the role objects, per kind, for thread names.
+_numbers: dict[str, itertools.count[int]] = {}
+_numbers_lock = threading.Lock()
 
+
+class AmqpRole:
+    """Connection handling shared by the three AMQP classes.
+
+    Ownership: ``_loop`` is replaced only by the thread that reconnects
+    (producers: the caller holding ``_reconnecting``; the consumer: the
+    consuming thread); other threads read it. ``_on_lost`` runs with the
+    dying loop's turn held and must compare the loop it is given with
+    ``_loop``: a loop that is not the current one died too late to matter.
+    """
+
+    #: How thread names call this role (``occo-amqp-io-<kind>-<n>``).
+    _kind = 'role'
+    #: The current loop (see the class docstring).
     _loop: Optional[AmqpLoop] = None
+    #: The last lost loop whose loss was logged (reconnecting thread).
     _reported_loss: Optional[AmqpLoop] = None
+    #: Losses in a row of loops that died within UNSTABLE_WITHIN seconds of
+    #: opening (reconnecting thread): from the second on, reconnects back off.
+    _quick_losses = 0
     #: Hook run after each batch of operations (see AmqpLoop).
     _after_drain: Optional[Callable[[pika.channel.Channel], None]] = None
     #: ``_setup(channel, done)``, run by the I/O thread on a new channel
@@ -56,6 +82,12 @@ class _MQRole:
         warn_unknown_keys(config)
         self.settings = Settings(config)
         self._ids = itertools.count(1)
+        with _numbers_lock:
+            counter = _numbers.setdefault(self._kind, itertools.count(1))
+            self._name = '{}-{}'.format(self._kind, next(counter))
+        #: Held by the one thread that replaces a dead loop, never while
+        #: waiting for a reply or holding another of this object's locks.
+        self._reconnecting = threading.Lock()
         #: Spaces reconnects after connections that failed soon after
         #: opening (thread-safe).
         self._reconnect_backoff = Backoff(max(self.settings.retry_delay, 0.1),
@@ -105,7 +137,7 @@ class _MQRole:
                 endpoint = "user {!r} at {}:{}, vhost {!r}".format(
                     s.user, parameters.host, parameters.port, s.vhost)
                 loop = AmqpLoop(parameters, endpoint, self._setup,
-                                self._on_lost, self._after_drain)
+                                self._on_lost, self._after_drain, self._name)
                 try:
                     loop.start(s.connect_timeout)
                 except CriticalError:
@@ -122,10 +154,11 @@ class _MQRole:
     def _reconnect(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
         """Replace a dead loop with a new one; log the cause once.
 
-        A loop that died within :data:`~.failures.UNSTABLE_WITHIN` seconds
-        of opening makes this wait a backoff first (doubling, with jitter),
-        so that a connection that opens fine and fails again at once does
-        not turn into a reconnect loop.
+        The first reconnect after a loss is immediate. When loops keep dying
+        within :data:`~.failures.UNSTABLE_WITHIN` seconds of opening, each
+        further reconnect waits a backoff first (doubling, with jitter), so
+        that a connection that opens fine and fails again at once does not
+        turn into a reconnect loop.
         """
         lost = self._loop
         assert lost is not None  # only an opened object reconnects
@@ -134,7 +167,13 @@ class _MQRole:
             lost.stop(timeout=2)
             self._loss_log.warning('loss', 'Reconnecting to %s after: %s',
                                    self.settings.endpoint, lost.error)
-        if _unstable(lost):
+            self._quick_losses = self._quick_losses + 1 if _unstable(lost) else 0
+            if len(self.settings.hosts) > 1:
+                delay = random.uniform(1, 1.5) * CLUSTER_SETTLE
+                if pause(delay, cancel_event):
+                    raise TransientError(503, 'cancelled while reconnecting '
+                                         'to {}'.format(self.settings.endpoint))
+        if self._quick_losses >= 2:   # the last reconnect did not hold either
             if pause(self._reconnect_backoff.next_delay(), cancel_event):
                 raise TransientError(503, 'cancelled while reconnecting to '
                                      '{}'.format(self.settings.endpoint))
@@ -144,6 +183,19 @@ class _MQRole:
         log.info('Reconnected to %s %.2f s after the connection was lost',
                  loop.endpoint, time.monotonic() - (lost.failed_at or time.monotonic()))
         return loop
+
+    def _open_loop(self, cancel_event: Optional[threading.Event] = None) -> AmqpLoop:
+        """The current loop if it is alive, else a new one: the first thread
+        to find it dead reconnects, the others wait for it and share the
+        result."""
+        loop = self._loop
+        assert loop is not None  # opened
+        if loop.alive:
+            return loop
+        with self._reconnecting:
+            if self._loop is not loop and self._loop is not None and self._loop.alive:
+                return self._loop
+            return self._reconnect(cancel_event)
 
     def _open(self) -> None:
         """Connect; a queue that exists with other arguments than configured
@@ -161,11 +213,11 @@ class _MQRole:
         if self._loop is not None:
             self._loop.stop()
 
-    def _on_lost(self, error: CommunicationError) -> None:
-        """Called on the I/O thread when the connection died."""
+    def _on_lost(self, loop: AmqpLoop, error: CommunicationError) -> None:
+        """``loop`` died of ``error`` (its turn held); see the class docs."""
 
     def _declare_steps(self, channel: pika.channel.Channel,
-                       names: Iterable[Optional[str]]) -> list[_Step]:
+                       names: Iterable[Optional[str]]) -> list[Step]:
         durable = self.settings.durable
         arguments = self.settings.queue_arguments()
         return [functools.partial(_declare, channel, name, durable, arguments)

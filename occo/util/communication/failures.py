@@ -95,9 +95,11 @@ OUTCOMES: tuple[Outcome, ...] = (
             'for RPC, at flush for AsynchronProducer',
             'only the configured ``queue`` is ever declared', 'nothing'),
     Outcome('amqp: message nacked (queue full with x-overflow '
-            'reject-publish)', 'TransientError 503 at flush naming how many '
-            'and why', 'published again up to 5 times, backoff 0.05 s '
-            'doubling with jitter', 'one WARNING per episode, coalesced'),
+            'reject-publish, quorum queue without a leader)',
+            'TransientError 503 at flush naming how many and why',
+            'published again up to 10 times over 6 to 11 s (backoff 0.05 s '
+            'doubling, jitter, at most 2 s)', 'one WARNING per episode, '
+            'coalesced'),
     Outcome('confirms missing at flush', 'TransientError 504 naming how many',
             '(none)', 'nothing'),
     Outcome('RPC: no reply in time', 'RPCTimeoutError 504', 'the request '
@@ -117,7 +119,7 @@ OUTCOMES: tuple[Outcome, ...] = (
             'property that is not UTF-8', '400 error reply to an RPC caller',
             'rejected without requeue (dead-lettered where configured), '
             'consumer goes on', 'WARNING naming the message id, never the '
-            'body; at most one a second per consumer, then a count'),
+            'body; at most 10 a second per consumer, then a count'),
     Outcome('consumed message over ``max_message_size``',
             '413 error reply to an RPC caller',
             'rejected without requeue, consumer goes on', 'WARNING, as above'),
@@ -281,33 +283,38 @@ class Backoff:
 
 
 class CoalescedLog:
-    """Logs a warning at most once per ``interval`` seconds per key, then
-    how many times it was repeated meanwhile.
+    """Logs at most ``burst`` warnings per key every ``interval`` seconds;
+    the next line logged after that says how many were left out.
 
     Thread-safe. ``key`` groups warnings that say the same thing with other
     details (another message id, another count).
     """
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, interval: float = 10.0,
+                 burst: int = 1) -> None:
         self._logger = logger
         self._interval = interval
+        self._burst = burst
         self._lock = threading.Lock()
-        #: key -> (when it was last logged, repeats not logged since) (_lock).
-        self._seen: dict[str, tuple[float, int]] = {}
+        #: key -> (start of its interval, lines logged in it, lines left
+        #: out since the last one logged) (_lock).
+        self._seen: dict[str, tuple[float, int, int]] = {}
 
     def warning(self, key: str, message: str, *args: object) -> None:
-        """Log ``message % args`` at WARNING unless ``key`` was logged less
-        than ``interval`` seconds ago (then count it)."""
+        """Log ``message % args`` at WARNING, unless ``key`` had its
+        ``burst`` of lines in the current interval (then count it)."""
         now = time.monotonic()
         with self._lock:
-            last, repeats = self._seen.get(key, (None, 0))
-            if last is not None and now - last < self._interval:
-                self._seen[key] = (last, repeats + 1)
+            start, logged, left_out = self._seen.get(key, (now, 0, 0))
+            if now - start >= self._interval:
+                start, logged = now, 0
+            if logged >= self._burst:
+                self._seen[key] = (start, logged, left_out + 1)
                 return
-            self._seen[key] = (now, 0)
-        if repeats:
-            message += ' (and %d more like it in the last %.0f s)'
-            args += (repeats, now - (last or now))
+            self._seen[key] = (start, logged + 1, 0)
+        if left_out:
+            message += ' (%d more like it were not logged)'
+            args += (left_out,)
         self._logger.warning(message, *args, stacklevel=2)
 
 

@@ -27,6 +27,7 @@ from . import codec, dispatch
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
 from .failures import CoalescedLog
+from .reply_slot import ReplySlot
 from .settings import Settings, check_timeout
 
 __all__ = ['MemoryBroker', 'default_broker', 'MemoryAsynchronProducer',
@@ -213,11 +214,10 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         self._configure(config)
         self.rpc_timeout = self.settings.rpc_timeout
         self._reply_to = 'amq.gen-' + uuid.uuid4().hex
-        # correlation id -> [event, reply]: the reply (None when closed) is
-        # appended before the event is set. Looked up with the reply's
-        # correlation id, which may be missing (None).
-        self._waiting: dict[Optional[str], list[Any]] = {}
+        #: Guards _waiting; held for a few statements, never while waiting.
         self._lock = threading.Lock()
+        #: Correlation id -> the slot of the call waiting for it (_lock).
+        self._waiting: dict[Optional[str], ReplySlot] = {}
         self._drop_log = CoalescedLog(log)
 
     def _open(self) -> None:
@@ -229,8 +229,8 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         with self._lock:
             waiting, self._waiting = self._waiting, {}
         for slot in waiting.values():
-            slot.append(None)
-            slot[0].set()
+            slot.settle(error=TransientError(
+                503, 'the RPC producer was closed while waiting for a reply'))
 
     def _on_reply(self, message: _Message) -> None:
         with self._lock:
@@ -239,8 +239,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
             self._drop_log.warning('unknown', 'Dropped a reply for unknown '
                                    'correlation id %r', message.correlation_id)
             return
-        slot.append(message)
-        slot[0].set()
+        slot.settle(body=message.body)
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
                      timeout: Optional[float] = None) -> Message:
@@ -251,24 +250,23 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         expires_at = None if timeout is None else time.monotonic() + timeout
         target = self._target(routing_key)
         correlation_id = secrets.token_hex(16)
-        slot: list[Any] = [threading.Event()]
+        slot = ReplySlot()
         with self._lock:
             self._waiting[correlation_id] = slot
-        if not self._broker.publish(target, _Message(
-                body, content_type, self._reply_to, correlation_id, expires_at)):
+        try:
+            if not self._broker.publish(target, _Message(
+                    body, content_type, self._reply_to, correlation_id, expires_at)):
+                raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
+                                    '(routing key {!r})'.format(target))
+            if not slot.wait(timeout):
+                raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
+        finally:
             with self._lock:
                 self._waiting.pop(correlation_id, None)
-            raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
-                                '(routing key {!r})'.format(target))
-        if not slot[0].wait(timeout):
-            with self._lock:
-                self._waiting.pop(correlation_id, None)
-            raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
-        reply: Optional[_Message] = slot[1]
-        if reply is None:
-            raise TransientError(
-                503, 'the RPC producer was closed while waiting for a reply')
-        return codec.result_from_reply(reply.body)
+        if slot.error is not None:
+            raise slot.error
+        assert slot.body is not None  # settled with a body or an error
+        return codec.result_from_reply(slot.body)
 
 
 @register(EventDrivenConsumer, 'memory')
@@ -284,8 +282,8 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
         if not self.queue:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
-        #: Rejected messages: one line a second at most (thread-safe).
-        self._reject_log = CoalescedLog(log, interval=1.0)
+        #: Rejected messages: ten lines a second at most (thread-safe).
+        self._reject_log = CoalescedLog(log, interval=1.0, burst=10)
 
     def start_consuming(self) -> None:
         self._check_open()

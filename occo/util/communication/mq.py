@@ -25,6 +25,7 @@ consuming loop (consumers), with ``connection_attempts`` tries spaced by
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import logging
@@ -44,15 +45,16 @@ import pika.spec
 from ..exceptions import CommunicationError, ConfigurationError, CriticalError
 from ..exceptions import RPCTimeoutError, TransientError
 from . import codec, dispatch
-from .amqp_loop import AmqpLoop, _Step, publish, run_steps
-from .amqp_role import _MQRole
+from .amqp_loop import AmqpLoop, Operation, Step, publish, run_steps
+from .amqp_role import AmqpRole
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register
 from .failures import CoalescedLog, is_permanent
+from .reply_slot import ReplySlot
 from .settings import check_timeout
 
 __all__ = ['MQAsynchronProducer', 'MQRPCProducer', 'MQEventDrivenConsumer',
-           'NACK_RETRIES', 'NACK_BACKOFF']
+           'NACK_RETRIES', 'NACK_BACKOFF', 'MAX_NACK_BACKOFF']
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,14 @@ ACK_DELAY = 0.05
 #: A delivery as the I/O thread hands it to the consuming thread.
 _Delivery = tuple[pika.channel.Channel, int, pika.BasicProperties, bytes]
 #: How often a nacked message is published again before flush gives up.
-NACK_RETRIES = 5
-#: Seconds before the first republish of a nacked message (doubling).
+#: With :data:`NACK_BACKOFF` and :data:`MAX_NACK_BACKOFF` that spans 6 to 11
+#: seconds: a full queue may drain, a quorum queue may elect a new leader.
+NACK_RETRIES = 10
+#: Seconds before the first republish of a nacked message (doubling, with
+#: jitter, up to :data:`MAX_NACK_BACKOFF`).
 NACK_BACKOFF = 0.05
+#: Longest pause before republishing a nacked message, in seconds.
+MAX_NACK_BACKOFF = 2.0
 
 
 class _Record:
@@ -89,7 +96,7 @@ class _Record:
 
 
 @register(AsynchronProducer, 'amqp')
-class MQAsynchronProducer(_MQRole, AsynchronProducer):
+class MQAsynchronProducer(AmqpRole, AsynchronProducer):
     """:class:`~.comm.AsynchronProducer` on RabbitMQ.
 
     Constructed as ``AsynchronProducer(protocol='amqp', **config)`` or
@@ -102,6 +109,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
     broker nacks is published again up to :data:`NACK_RETRIES` times,
     :data:`NACK_BACKOFF` seconds apart (doubling, with jitter).
     """
+
+    _kind = 'producer'
 
     def __init__(self, **config: Any) -> None:
         self._configure(config)
@@ -159,21 +168,32 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         record = _Record(self._target(routing_key), body, pika.BasicProperties(
             content_type=content_type, delivery_mode=self._delivery_mode,
             message_id=self._next_id()))
-        loop = self._live_loop()
         if self.settings.confirm:
             with self._state:
                 while self._pending >= self.settings.max_in_flight:
-                    if not loop.alive:
+                    if self._loop is None or not self._loop.alive:
                         break
                     self._state.wait(POLL_INTERVAL)
                 self._pending += 1
         try:
-            loop.submit(functools.partial(self._publish, record))
+            self._submit(functools.partial(self._publish, record))
         except CommunicationError:
             if self.settings.confirm:
                 with self._state:
                     self._pending -= 1  # not sent: the caller has the error
             raise
+
+    def _submit(self, operation: Operation) -> None:
+        """Hand ``operation`` to a live loop; a loop that dies between
+        :meth:`_live_loop` and the hand-over is replaced, not reported."""
+        while True:
+            loop = self._live_loop()
+            try:
+                loop.submit(operation)
+                return
+            except CommunicationError:
+                if loop.alive:
+                    raise
 
     def _live_loop(self) -> AmqpLoop:
         """Return a working loop, reconnecting and republishing if needed.
@@ -184,11 +204,19 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
         assert self._loop is not None  # opened
         if self._loop.alive:
             return self._loop
-        dead = self._loop
+        with self._reconnecting:
+            if self._loop.alive:   # another thread reconnected meanwhile
+                return self._loop
+            return self._replace(self._loop)
+
+    def _replace(self, dead: AmqpLoop) -> AmqpLoop:
+        """Take over what ``dead`` did not deliver, reconnect, republish
+        (``_reconnecting`` held)."""
         dead.stop(timeout=2)
-        records = (self._carry + list(self._unconfirmed.values())
-                   + list(self._delayed.values()) + self._unsent(dead))
-        self._carry, self._unconfirmed, self._delayed = [], {}, {}
+        with dead.holding_turn():   # its callbacks own these until now
+            records = (self._carry + list(self._unconfirmed.values())
+                       + list(self._delayed.values()) + self._unsent(dead))
+            self._carry, self._unconfirmed, self._delayed = [], {}, {}
         if (dead.error is not None and is_permanent(dead.error)
                 and dead is not self._reported_failure):
             self._reported_failure = dead
@@ -258,7 +286,8 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                 self._delayed[id(r)] = r
             loop = self._loop
             assert loop is not None  # confirms arrive on an opened loop
-            delay = random.uniform(0.5, 1) * NACK_BACKOFF * 2 ** attempt
+            delay = random.uniform(0.5, 1) * min(MAX_NACK_BACKOFF,
+                                                 NACK_BACKOFF * 2 ** attempt)
             loop.call_later(delay, functools.partial(
                 self._republish, retry, loop))
         return given_up
@@ -280,9 +309,9 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                 method.reply_code, method.reply_text, method.exchange,
                 method.routing_key))
 
-    def _on_lost(self, error: CommunicationError) -> None:
+    def _on_lost(self, loop: AmqpLoop, error: CommunicationError) -> None:
         with self._state:
-            self._state.notify_all()
+            self._state.notify_all()   # waiters look at the loop again
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until the broker confirmed every message pushed so far.
@@ -343,11 +372,15 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
                     self._state.wait(remaining)
 
     def _wait_written(self, deadline: Optional[float]) -> None:
+        """Without confirms: wait until what was pushed is written."""
         written = threading.Event()
-        self._live_loop().submit(lambda channel: written.set())
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if not written.wait(remaining):
-            raise TransientError(504, 'messages not sent in time')
+        mark: Operation = lambda channel: written.set()  # noqa: E731
+        self._submit(mark)
+        while not written.wait(POLL_INTERVAL):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TransientError(504, 'messages not sent in time')
+            if self._loop is not None and not self._loop.alive:
+                self._submit(mark)   # reconnects, publishing the unsent again
 
     def _close(self) -> None:
         try:
@@ -358,7 +391,7 @@ class MQAsynchronProducer(_MQRole, AsynchronProducer):
 
 
 @register(RPCProducer, 'amqp')
-class MQRPCProducer(_MQRole, RPCProducer):
+class MQRPCProducer(AmqpRole, RPCProducer):
     """:class:`~.comm.RPCProducer` on RabbitMQ, shareable by threads.
 
     Requests carry an unguessable correlation id and RabbitMQ's direct
@@ -376,17 +409,22 @@ class MQRPCProducer(_MQRole, RPCProducer):
     with the broker's code and text.
     """
 
+    _kind = 'rpc'
+
     def __init__(self, **config: Any) -> None:
         self._configure(config)
         self._exchange = self.settings.exchange
-        # Looked up with a reply's correlation id, which may be missing (None).
-        self._waiting: dict[Optional[str], _Slot] = {}
+        #: Guards _waiting; held for a few statements, never while waiting,
+        #: reconnecting or running pika code.
         self._lock = threading.Lock()
+        #: Correlation id -> the slot of the call waiting for it (_lock).
+        #: Looked up with a reply's correlation id, which may be missing.
+        self._waiting: dict[Optional[str], ReplySlot] = {}
         self._drop_log = CoalescedLog(log)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         channel.add_on_return_callback(self._on_return)
-        steps: list[_Step] = [lambda done: channel.basic_consume(
+        steps: list[Step] = [lambda done: channel.basic_consume(
             DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=done)]
         steps += self._declare_steps(channel, [self.settings.queue])
         run_steps(steps, done)
@@ -411,24 +449,35 @@ class MQRPCProducer(_MQRole, RPCProducer):
             content_type=content_type, correlation_id=correlation_id,
             reply_to=DIRECT_REPLY_TO, delivery_mode=1,
             expiration=None if timeout is None else str(max(1, int(timeout * 1000))))
-        slot = _Slot()
-        with self._lock:
-            loop = self._loop if self._loop.alive else self._reconnect()
-            self._waiting[correlation_id] = slot
+        loop, slot = self._register(correlation_id)
         try:
             loop.run_now(functools.partial(self._publish, routing_key, body,
                                            properties))
-        except CommunicationError:
-            self._waiting.pop(correlation_id, None)
-            raise
-        if not _wait_driving(loop, slot, timeout):
-            self._waiting.pop(correlation_id, None)
-            raise RPCTimeoutError(reason='no reply from {!r} within {} s'.format(
-                routing_key, timeout))
+            if not _wait_driving(loop, slot, timeout):
+                raise RPCTimeoutError(reason='no reply from {!r} within {} s'
+                                      .format(routing_key, timeout))
+        finally:
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
         if slot.error is not None:
             raise slot.error
-        assert slot.body is not None  # set with a body or an error
+        assert slot.body is not None  # settled with a body or an error
         return codec.result_from_reply(slot.body)
+
+    def _register(self, correlation_id: str) -> tuple[AmqpLoop, ReplySlot]:
+        """A slot for the call, on an open loop (reconnecting if needed).
+
+        The slot is registered only while its loop is alive, under
+        ``_lock``, which :meth:`_on_lost` takes too: so either the loop's
+        death fails the slot, or the slot is never registered on a dead loop.
+        """
+        while True:
+            loop = self._open_loop()
+            slot = ReplySlot(owner=loop)
+            with self._lock:
+                if loop.alive:
+                    self._waiting[correlation_id] = slot
+                    return loop, slot
 
     def _publish(self, routing_key: str, body: bytes,
                  properties: pika.BasicProperties,
@@ -439,34 +488,44 @@ class MQRPCProducer(_MQRole, RPCProducer):
     def _on_reply(self, channel: pika.channel.Channel,
                   method: pika.spec.Basic.Deliver,
                   properties: pika.BasicProperties, body: bytes) -> None:
-        slot = self._waiting.pop(properties.correlation_id, None)
+        with self._lock:
+            slot = self._waiting.pop(properties.correlation_id, None)
         if slot is None:
             self._drop_log.warning(
                 'unknown', 'Dropped a reply for unknown correlation id %r (its '
                 'call timed out or it was never made)', properties.correlation_id)
             return
-        slot.set(body=body)
+        slot.settle(body=body)
 
     def _on_return(self, channel: pika.channel.Channel,
                    method: pika.spec.Basic.Return,
                    properties: pika.BasicProperties, body: bytes) -> None:
-        slot = self._waiting.pop(properties.correlation_id, None)
+        with self._lock:
+            slot = self._waiting.pop(properties.correlation_id, None)
         if slot is not None:
-            slot.set(error=CriticalError(404, 'request not routed: {} {} '
+            slot.settle(error=CriticalError(404, 'request not routed: {} {} '
                                          '(exchange {!r}, routing key {!r})'
                                          .format(method.reply_code,
                                                  method.reply_text,
                                                  method.exchange,
                                                  method.routing_key)))
 
-    def _on_lost(self, error: CommunicationError) -> None:
+    def _on_lost(self, loop: AmqpLoop, error: CommunicationError) -> None:
+        """Fail the calls whose requests went out on ``loop``."""
+        self._fail_waiting(_call_failure(error), loop)
+
+    def _fail_waiting(self, error: CommunicationError,
+                      loop: Optional[AmqpLoop] = None) -> None:
+        """Settle the waiting calls (those on ``loop``, or all) with ``error``."""
         with self._lock:
-            waiting, self._waiting = self._waiting, {}
-        for slot in waiting.values():
-            slot.set(error=_call_failure(error))
+            failed = [cid for cid, slot in self._waiting.items()
+                      if loop is None or slot.owner is loop]
+            slots = [self._waiting.pop(cid) for cid in failed]
+        for slot in slots:
+            slot.settle(error=copy.copy(error))
 
     def _close(self) -> None:
-        self._on_lost(TransientError(503, 'the producer was closed'))
+        self._fail_waiting(TransientError(503, 'the producer was closed'))
         super()._close()
 
 
@@ -483,31 +542,7 @@ def _call_failure(error: CommunicationError) -> CommunicationError:
                           '{}'.format(error.reason))
 
 
-class _Slot:
-    """Where the I/O thread leaves one call's reply for the waiting thread."""
-
-    __slots__ = ('_arrived', 'body', 'error')
-
-    def __init__(self) -> None:
-        self._arrived = threading.Lock()
-        self._arrived.acquire()
-        self.body: Optional[bytes] = None
-        self.error: Optional[CommunicationError] = None
-
-    def set(self, body: Optional[bytes] = None,
-            error: Optional[CommunicationError] = None) -> None:
-        self.body = body
-        self.error = error
-        self._arrived.release()
-
-    def is_set(self) -> bool:
-        return not self._arrived.locked()
-
-    def wait(self, timeout: Optional[float]) -> bool:
-        return self._arrived.acquire(timeout=-1 if timeout is None else timeout)
-
-
-def _wait_driving(loop: AmqpLoop, slot: _Slot, timeout: Optional[float]) -> bool:
+def _wait_driving(loop: AmqpLoop, slot: ReplySlot, timeout: Optional[float]) -> bool:
     """Wait for ``slot``, reading the reply in this thread when it can
     (:meth:`AmqpLoop.drive`); ``False`` on timeout."""
     started = time.monotonic()
@@ -519,7 +554,7 @@ def _wait_driving(loop: AmqpLoop, slot: _Slot, timeout: Optional[float]) -> bool
 
 
 @register(EventDrivenConsumer, 'amqp')
-class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
+class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
     """:class:`~.comm.EventDrivenConsumer` on RabbitMQ.
 
     The processor runs in the thread that calls :meth:`start_consuming`;
@@ -530,6 +565,8 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
     back to the queue.
     """
 
+    _kind = 'consumer'
+
     def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
                  pkwargs: Optional[Mapping[str, Any]] = None,
                  cancel_event: Optional[threading.Event] = None,
@@ -539,8 +576,14 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         if not self.settings.queue:
             raise ConfigurationError(
                 'missing configuration key \'queue\': what should be consumed?')
+        #: Deliveries from the reading thread to the consuming thread
+        #: (thread-safe queue).
         self._inbox: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
+        #: Whether start_consuming runs: written by the consuming thread,
+        #: read by the turn (a bool: a stale read only delays one message,
+        #: which is then returned to the queue).
         self._consuming = False
+        #: The broker's tag of our consumer on the current channel (turn).
         self._consumer_tag: Optional[str] = None
         # Acknowledgements not sent yet (turn held): the highest tag, how
         # many messages, since when.
@@ -549,13 +592,13 @@ class MQEventDrivenConsumer(_MQRole, EventDrivenConsumer):
         self._ack_since = 0.0
         self._ack_timer = False   # an _ack_due call is scheduled
         self._ack_batch = max(1, min(ACK_BATCH, self.settings.prefetch_count // 2))
-        #: Rejected messages: one line a second at most (thread-safe).
-        self._reject_log = CoalescedLog(log, interval=1.0)
+        #: Rejected messages: ten lines a second at most (thread-safe).
+        self._reject_log = CoalescedLog(log, interval=1.0, burst=10)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
         channel.add_on_cancel_callback(self._on_broker_cancel)
-        steps: list[_Step] = [lambda done: channel.basic_qos(
+        steps: list[Step] = [lambda done: channel.basic_qos(
             prefetch_count=s.prefetch_count, callback=done)]
         steps += self._declare_steps(channel, [s.queue])
         self._ack_upto, self._ack_count, self._ack_timer = None, 0, False

@@ -1,0 +1,470 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The wall around pika's internals: every private name this package uses,
+and every subclass of a pika class, lives here and nowhere else.
+
+The AMQP backend is fast because it bends three things pika does not offer
+publicly (``docs/design.rst`` has the measurements):
+
+* frames are written straight to the socket, a batch at a time, instead of
+  one ``send`` per frame on the poller's next turn
+  (:class:`FastConnection`);
+* a thread that waits for a reply may *borrow* the socket and read it
+  itself, so the reply wakes that thread and not the I/O thread
+  (:class:`SharedEpoll`);
+* the I/O thread lets go of a lock, the loop's *turn*, only while it waits
+  in ``epoll_wait``, so a caller may run pika code in its own thread
+  (:class:`TurnIOLoop`).
+
+What this relies on, checked at import (:data:`FAST`) or where it is read:
+
+====================================================  ===================================
+pika name                                             used for
+====================================================  ===================================
+``Connection._output_marshaled_frames(frames)``       overridden: collect a batch of frames
+``BaseConnection._adapter_emit_data(data)``           overridden: write to the socket at once
+``BaseConnection._transport``                         read: the transport below
+``io_services_utils._AsyncPlaintextTransport``        its ``_sock``, ``_state``,
+                                                      ``_STATE_ACTIVE``: plain TCP is idle
+``select_connection.EPollPoller._create_poller()``    overridden: the shared epoll
+``select_connection.EPollPoller._poll``               read: that epoll
+``select_connection.EPollPoller._dispatch_fd_events``  called: run pika's handler of the socket
+``select_connection.IOLoop._get_poller()``            overridden: the turn-aware poller
+====================================================  ===================================
+
+Where one is missing, or the environment variable ``OCCO_AMQP_PLAIN_PIKA``
+is ``1``, :data:`FAST` is ``False``, the library logs one INFO line, and
+:func:`connect` builds a plain :class:`pika.SelectConnection`: every
+operation then runs on the I/O thread, handed over with
+``add_callback_threadsafe`` (the one thread-safe call pika documents), and
+messages go out with ``channel.basic_publish``. Correct, and slower. An
+instance attribute that turns out missing at run time (``_sock``,
+``_state``) makes that one connection take pika's public path.
+
+Which pika methods are called from where: on the I/O thread, anything; on
+another thread, ``add_callback_threadsafe`` always, and anything else only
+while that thread holds the loop's turn, so that exactly one thread runs
+pika code at a time (see :class:`~.amqp_loop.AmqpLoop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional
+
+import pika
+import pika.channel
+import pika.exceptions as pe
+import pika.spec
+from pika.adapters import select_connection
+from pika.adapters.utils import io_services_utils
+
+from .amqp_frames import PublishFrames
+
+__all__ = ['FAST', 'PLAIN_REASON', 'connect', 'publish', 'batch', 'socket_fd',
+           'FastConnection', 'SharedEpoll', 'TurnPoller', 'TurnIOLoop']
+
+log = logging.getLogger(__name__)
+
+#: Frames are sent once this many bytes wait in a batch.
+_BATCH_BYTES = 256 * 1024
+
+
+def _missing() -> list[str]:
+    """The private pika names this module needs that are not there."""
+    wanted = [
+        (pika.connection.Connection, '_output_marshaled_frames'),
+        (pika.adapters.base_connection.BaseConnection, '_adapter_emit_data'),
+        (io_services_utils, '_AsyncPlaintextTransport'),
+        (select_connection.EPollPoller, '_create_poller'),
+        (select_connection.EPollPoller, '_dispatch_fd_events'),
+        (select_connection.IOLoop, '_get_poller'),
+        (select, 'epoll'),
+    ]
+    missing = ['{}.{}'.format(getattr(owner, '__name__', owner), name)
+               for owner, name in wanted if not hasattr(owner, name)]
+    transport = getattr(io_services_utils, '_AsyncPlaintextTransport', None)
+    if transport is not None and not hasattr(transport, '_STATE_ACTIVE'):
+        missing.append('_AsyncPlaintextTransport._STATE_ACTIVE')
+    return missing
+
+
+def _plain_reason() -> Optional[str]:
+    if os.environ.get('OCCO_AMQP_PLAIN_PIKA') == '1':
+        return 'OCCO_AMQP_PLAIN_PIKA=1'
+    missing = _missing()
+    if missing:
+        return 'pika {} lacks {}'.format(pika.__version__, ', '.join(missing))
+    return None
+
+
+#: Why the library runs on pika's public API only, or ``None``.
+PLAIN_REASON = _plain_reason()
+#: Whether the fast path (this module's subclasses) is used.
+FAST = PLAIN_REASON is None
+if not FAST:
+    log.info('AMQP backend on pika\'s public API only (slower): %s', PLAIN_REASON)
+
+_PlaintextTransport: Any = getattr(io_services_utils, '_AsyncPlaintextTransport', None)
+
+
+class FastConnection(pika.SelectConnection):
+    """A :class:`pika.SelectConnection` that writes a batch of frames at
+    once, straight to the socket.
+
+    pika hands every frame to the socket separately; between
+    :meth:`begin_batch` and :meth:`end_batch` frames are collected and then
+    written with one call (TCP_NODELAY stays on, so nothing waits for
+    Nagle). pika also writes through its poller: it asks to be told when the
+    socket is writable and sends on the next turn of the loop, which wakes
+    the I/O thread for every write, even one made by a caller holding the
+    turn. Here data goes to the socket at once; only what the socket does
+    not take is left to pika's way.
+    """
+
+    _batch: Optional[list[bytes]] = None
+    _batch_size = 0
+    _publish_frames: Optional[PublishFrames] = None
+
+    # pika's type stubs leave its privates out: hence the narrow
+    # "type: ignore" comments below.
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
+        if self._batch is None:
+            super()._output_marshaled_frames(  # type: ignore[misc]
+                (b''.join(marshaled_frames),))
+            return
+        self._batch.extend(marshaled_frames)
+        self._batch_size += sum(map(len, marshaled_frames))
+        if self._batch_size >= _BATCH_BYTES:
+            self.end_batch()
+            self.begin_batch()
+
+    def begin_batch(self) -> None:
+        """Collect frames from now on instead of writing them."""
+        self._batch = []
+        self._batch_size = 0
+
+    def end_batch(self) -> None:
+        """Write the collected frames with one call, and stop collecting."""
+        frames, self._batch = self._batch, None
+        if frames:
+            super()._output_marshaled_frames(  # type: ignore[misc]
+                (b''.join(frames),))
+
+    def publish(self, channel: pika.channel.Channel, exchange: str,
+                routing_key: str, body: bytes,
+                properties: pika.BasicProperties, mandatory: bool) -> None:
+        """``channel.basic_publish``, with the frames marshalled by
+        :class:`~occo.util.communication.amqp_frames.PublishFrames`."""
+        if not channel.is_open:
+            raise pe.ChannelWrongStateError('Channel is closed.')
+        frames = self._publish_frames
+        if frames is None:
+            body_max = (self.params.frame_max - pika.spec.FRAME_HEADER_SIZE
+                        - pika.spec.FRAME_END_SIZE)
+            frames = self._publish_frames = PublishFrames(
+                channel.channel_number, body_max)
+        self._output_marshaled_frames(frames.marshal(
+            exchange, routing_key, body, properties, mandatory))
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        sock = _idle_plaintext_socket(self)
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:
+                # Full (EAGAIN) or broken: pika's buffered write retries,
+                # or meets the error and aborts the connection.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super()._adapter_emit_data(data)  # type: ignore[misc]
+
+
+def _idle_plaintext_socket(connection: pika.SelectConnection) -> Any:
+    """The socket of a plain TCP transport with nothing buffered, else
+    ``None`` (TLS, closing, or a pika whose transport looks different)."""
+    transport = getattr(connection, '_transport', None)
+    if (_PlaintextTransport is None or not isinstance(transport, _PlaintextTransport)
+            or getattr(transport, '_state', None) != _PlaintextTransport._STATE_ACTIVE
+            or transport.get_write_buffer_size()):
+        return None
+    return getattr(transport, '_sock', None)
+
+
+def socket_fd(connection: pika.SelectConnection) -> Optional[int]:
+    """The connection's socket descriptor, if a borrower may read it."""
+    transport = getattr(connection, '_transport', None)
+    sock = getattr(transport, '_sock', None)
+    return sock.fileno() if sock is not None else None
+
+
+def publish(channel: pika.channel.Channel, exchange: str, routing_key: str,
+            body: bytes, properties: pika.BasicProperties,
+            mandatory: bool = False) -> None:
+    """Publish one message on a channel of :func:`connect`'s connection.
+
+    On a :class:`FastConnection` about three times cheaper than
+    ``channel.basic_publish``, which it falls back to otherwise.
+    """
+    connection = channel.connection
+    if isinstance(connection, FastConnection):
+        connection.publish(channel, exchange, routing_key, body, properties,
+                           mandatory)
+    else:
+        channel.basic_publish(exchange, routing_key, body, properties,
+                              mandatory)
+
+
+@contextlib.contextmanager
+def batch(connection: Optional[pika.SelectConnection]) -> Iterator[None]:
+    """Collect the frames written inside the block and send them at once
+    (on a :class:`FastConnection`; elsewhere a no-op)."""
+    if not isinstance(connection, FastConnection):
+        yield
+        return
+    connection.begin_batch()
+    try:
+        yield
+    finally:
+        connection.end_batch()
+
+
+def connect(parameters: pika.ConnectionParameters,
+            on_open: Callable[[Any], object],
+            on_open_error: Callable[[Any, BaseException], object],
+            on_close: Callable[[Any, BaseException], object],
+            turn: threading.Lock, queued: Callable[[], bool],
+            run_queued: Callable[[], object],
+            ) -> tuple[pika.SelectConnection, Optional[TurnIOLoop]]:
+    """Start connecting; call on the I/O thread, turn held.
+
+    :returns: the connection, and its :class:`TurnIOLoop` when :data:`FAST`
+        (``None``: pika's own loop, which never lets go of the turn).
+    """
+    if not FAST:
+        return pika.SelectConnection(
+            parameters, on_open_callback=on_open,
+            on_open_error_callback=on_open_error,
+            on_close_callback=on_close), None
+    ioloop = TurnIOLoop(turn, queued, run_queued)
+    return FastConnection(
+        parameters, on_open_callback=on_open,
+        on_open_error_callback=on_open_error, on_close_callback=on_close,
+        custom_ioloop=ioloop), ioloop
+
+
+class SharedEpoll:
+    """The I/O thread's epoll, which gives up the loop's turn while it waits
+    and can lend the connection's socket to a waiting caller.
+
+    The I/O thread holds the *turn* (a lock) whenever it runs pika code and
+    releases it only while it blocks in ``epoll_wait``. A thread that finds
+    the turn free may therefore run pika itself. A caller that waits for
+    something to arrive may also *borrow* the socket: the socket then leaves
+    this epoll and is watched by the borrower's own epoll, so the reply
+    wakes the thread that waits for it, and only that thread. Timers
+    (heartbeats) and thread-safe callbacks stay with the I/O thread, which
+    pokes the borrower after running any of them, in case they settled
+    what it waits for.
+
+    Every method runs with the turn held, except :meth:`poke` (any thread:
+    it only writes to a pipe).
+    """
+
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool]) -> None:
+        self._turn = turn
+        self._queued = queued
+        self._epoll = select.epoll()
+        #: fd -> the events pika wants for it (turn).
+        self._events: dict[int, int] = {}
+        #: The fd that borrowers watch, registered in their epoll (turn).
+        self._shared: Optional[int] = None
+        #: The shared fd while a borrower watches it instead of this epoll
+        #: (turn).
+        self.lent: Optional[int] = None
+        #: A thread borrows, from lend to give_back, even if the socket
+        #: closed meanwhile (turn; read without it only as a hint).
+        self._borrowing = False
+        #: Closed by pika (turn).
+        self._closed = False
+        self._borrowed = select.epoll()
+        self._poke_read, self._poke_write = os.pipe()
+        os.set_blocking(self._poke_read, False)
+        os.set_blocking(self._poke_write, False)
+        self._borrowed.register(self._poke_read, select.EPOLLIN)
+
+    # -- what pika's poller calls (I/O thread) -------------------------------
+    def poll(self, timeout: float = -1) -> list[tuple[int, int]]:
+        self._turn.release()
+        try:
+            # An operation queued while the turn was held is run before
+            # waiting: TurnPoller.poll runs it next.
+            return self._epoll.poll(0 if self._queued() else timeout)
+        finally:
+            self._turn.acquire()
+
+    def register(self, fd: int, events: int) -> None:
+        self._events[fd] = events
+        self._epoll.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._events[fd] = events
+        if fd == self._shared:
+            self._borrowed.modify(fd, events)
+        if fd != self.lent:
+            self._epoll.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        del self._events[fd]
+        if fd == self._shared:
+            self._borrowed.unregister(fd)
+            self._shared = None
+        if fd == self.lent:
+            self.lent = None
+        else:
+            self._epoll.unregister(fd)
+
+    def close(self) -> None:
+        self._closed = True
+        self._epoll.close()
+        if self._borrowing:
+            self.poke()   # the borrower closes its side when it gives back
+        else:
+            self._close_borrowed()
+
+    # -- what a borrowing caller calls ---------------------------------------
+    def lend(self, fd: int) -> bool:
+        """Move ``fd`` from this epoll to the borrower's; ``False`` if it is
+        not registered (closed) or this epoll is closed."""
+        if self._closed or fd not in self._events:
+            return False
+        if self._shared != fd:
+            if self._shared is not None:
+                self._borrowed.unregister(self._shared)
+            self._borrowed.register(fd, self._events[fd])
+            self._shared = fd
+        self._epoll.unregister(fd)
+        self.lent = fd
+        self._borrowing = True
+        return True
+
+    def give_back(self) -> None:
+        """Watch the lent fd here again (level-triggered: data that arrived
+        meanwhile wakes the I/O thread at once)."""
+        fd, self.lent = self.lent, None
+        self._borrowing = False
+        if self._closed:
+            self._close_borrowed()
+        elif fd is not None:
+            self._epoll.register(fd, self._events[fd])
+
+    def wait_borrowed(self, timeout: float) -> int:
+        """Wait, with the turn released, for the lent socket or a poke;
+        return the socket's events, 0 if only poked or timed out."""
+        self._turn.release()
+        try:
+            ready = self._borrowed.poll(0 if self._queued() else timeout)
+        finally:
+            self._turn.acquire()
+        socket_events = 0
+        for fd, events in ready:
+            if fd == self._poke_read:
+                _drain_pipe(fd)
+            elif fd == self.lent:
+                socket_events = events
+        return socket_events
+
+    def poke(self) -> None:
+        """Wake the borrower, if any."""
+        if self._borrowing:
+            with contextlib.suppress(BlockingIOError):  # one is pending already
+                os.write(self._poke_write, b'.')
+
+    @property
+    def borrowing(self) -> bool:
+        """Whether a thread borrows the socket (from lend to give_back)."""
+        return self._borrowing
+
+    def _close_borrowed(self) -> None:
+        if not self._borrowed.closed:
+            self._borrowed.close()
+            os.close(self._poke_read)
+            os.close(self._poke_write)
+
+
+def _drain_pipe(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
+class TurnPoller(select_connection.EPollPoller):
+    """pika's epoll poller on a :class:`SharedEpoll`; pokes a borrower after
+    each turn of the I/O thread."""
+
+    _poll: Optional[SharedEpoll]
+
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
+                 run_queued: Callable[[], object],
+                 get_wait_seconds: Callable[[], Optional[float]],
+                 process_timeouts: Callable[[], None]) -> None:
+        self._turn = turn
+        self._queued = queued
+        self._run_queued = run_queued
+        self._run_timers = process_timeouts
+        super().__init__(get_wait_seconds=get_wait_seconds,
+                         process_timeouts=self._run_timers_and_poke)
+
+    def _run_timers_and_poke(self) -> None:
+        self._run_timers()
+        self.poke()
+
+    def _create_poller(self) -> SharedEpoll:
+        return SharedEpoll(self._turn, self._queued)
+
+    @property
+    def shared_epoll(self) -> Optional[SharedEpoll]:
+        """The epoll while the loop runs, else ``None``."""
+        return self._poll
+
+    def poll(self) -> None:
+        super().poll()
+        self._run_queued()
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake a borrower of the socket: what the I/O thread just ran may
+        have settled what it waits for."""
+        if self._poll is not None:
+            self._poll.poke()
+
+    def dispatch(self, fd: int, events: int) -> None:
+        """Run pika's handler of ``fd`` for ``events`` (turn held)."""
+        self._dispatch_fd_events({fd: events})  # type: ignore[attr-defined]
+
+
+class TurnIOLoop(select_connection.IOLoop):
+    """pika's IOLoop on a :class:`SharedEpoll`, releasing ``turn`` only
+    while it waits."""
+
+    poller: TurnPoller
+
+    def __init__(self, turn: threading.Lock, queued: Callable[[], bool],
+                 run_queued: Callable[[], object]) -> None:
+        self._turn = turn
+        self._queued = queued
+        self._run_queued = run_queued
+        super().__init__()
+
+    def _get_poller(self, get_wait_seconds: Callable[[], Optional[float]],
+                    process_timeouts: Callable[[], None]) -> TurnPoller:
+        self.poller = TurnPoller(self._turn, self._queued, self._run_queued,
+                                 get_wait_seconds=get_wait_seconds,
+                                 process_timeouts=process_timeouts)
+        return self.poller
