@@ -103,6 +103,18 @@ def config(backend):
     return make
 
 
+@contextlib.contextmanager
+def raw_channel():
+    """A plain pika channel on the test broker, for what the API cannot do."""
+    import pika
+    connection = pika.BlockingConnection(
+        pika.ConnectionParameters(BROKER_HOST, BROKER_PORT))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
 def _delete_queues(queues):
     import pika
     params = pika.ConnectionParameters(BROKER_HOST, BROKER_PORT)

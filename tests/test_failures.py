@@ -6,6 +6,7 @@ loop (reconnects and log lines counted), and that the next call still works.
 Rows that apply to both backends run on both; the others on the real broker.
 """
 
+import contextlib
 import json
 import logging
 import pathlib
@@ -247,9 +248,9 @@ def test_broker_cancel_of_a_queue_that_cannot_come_back_ends_consuming():
             channel = connection.channel()
             thread.start()
             wait_for_consumers(channel, cfg['queue'])
-            # Hold the consumer's I/O turn so that the queue comes back with
-            # other arguments before it can declare it again.
-            with consumer._loop.holding_turn():
+            # Keep the consumer's connection from being read until the queue
+            # is back with other arguments, before it can declare it again.
+            with blocking_the_io(consumer._loop):
                 channel.queue_delete(cfg['queue'])
                 channel.queue_declare(cfg['queue'], durable=True)
             thread.join(JOIN_TIMEOUT)
@@ -330,6 +331,23 @@ def test_invalid_utf8_reply_to_is_rejected_once_and_the_consumer_goes_on(caplog)
         assert collector.wait_for(1) == ['good']
     assert count(caplog, 'cannot be answered') == 1
     assert count(caplog, 'Reconnect') == 0
+
+
+@contextlib.contextmanager
+def blocking_the_io(loop):
+    """Hold whichever thread runs the loop's pika code inside an operation
+    for the ``with`` body: nothing arrives meanwhile."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def block(channel):
+        entered.set()
+        gate.wait(JOIN_TIMEOUT)
+    loop.submit(block)
+    assert entered.wait(JOIN_TIMEOUT)
+    try:
+        yield
+    finally:
+        gate.set()
 
 
 def wait_for_consumers(channel, queue):

@@ -16,7 +16,6 @@ a short string that is not UTF-8. ``user_id`` (checked by the broker) and
 ``expiration`` (digits only) are left out.
 """
 
-import contextlib
 import datetime
 import decimal
 import json
@@ -32,8 +31,9 @@ import pika
 import pytest
 
 from occo.util.communication import codec, memory
-from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
-                      amqp_config, memory_config, running_consumer)
+from conftest import (JOIN_TIMEOUT, Collector,
+                      amqp_config, memory_config, raw_channel,
+                      running_consumer)
 
 pytestmark = pytest.mark.broker
 
@@ -243,17 +243,6 @@ def _wait(condition: Any, step: Any = None) -> bool:
         else:
             step()
     return True
-
-
-@contextlib.contextmanager
-def raw_channel():
-    """A plain pika channel on the test broker, for what the API cannot do."""
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters(BROKER_HOST, BROKER_PORT))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
 
 
 def _publish(channel, queue: str, body: bytes, properties: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 """Behaviour specific to the RabbitMQ backend, against the real broker."""
 
 import _thread
-import contextlib
 import logging
 import socket
 import subprocess
@@ -16,22 +15,11 @@ import yaml
 import occo.util.communication as comm
 from occo.util.communication import codec, pika_internals
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
-                      amqp_config, running_consumer)
+                      amqp_config, raw_channel, running_consumer)
 
 pytestmark = pytest.mark.broker
 
 SECRET = 'S3cr3t-Pa55word-do-not-log'
-
-
-@contextlib.contextmanager
-def raw_channel():
-    """A plain pika channel on the test broker, for what the API cannot do."""
-    connection = pika.BlockingConnection(
-        pika.ConnectionParameters(BROKER_HOST, BROKER_PORT))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
 
 
 def unused_port():
