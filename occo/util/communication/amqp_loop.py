@@ -261,14 +261,18 @@ class AmqpLoop:
         """
         with self._lock:
             self._accept(operation)
-        self._wake()
+            self._wake_locked()
 
     def _wake(self) -> None:
         """Have the I/O thread run the outbox soon (once per batch)."""
         with self._lock:
-            if not self._wake_pending:
-                self._wake_pending = True
-                self._call_threadsafe(self._drain)
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        """:meth:`_wake` with ``_lock`` held."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._call_threadsafe(self._drain)
 
     def _call_threadsafe(self, callback: Callable[[], object]) -> None:
         """Have the I/O thread call ``callback`` (``_lock`` held: the I/O
