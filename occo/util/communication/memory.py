@@ -93,8 +93,12 @@ class MemoryBroker:
     """Named queues, and reply sinks for RPC producers, in one process."""
 
     def __init__(self) -> None:
+        #: Must be held while adding to or removing from _queues and
+        #: _sinks; lookups read them without it (a dict lookup is atomic).
         self._lock = threading.Lock()
+        #: Declared queues by name (_lock).
         self._queues: dict[str, _Queue] = {}
+        #: RPC reply addresses -> the producer's reply handler (_lock).
         self._sinks: dict[str, Callable[[_Message], None]] = {}
 
     def queue(self, name: str) -> _Queue:
