@@ -17,7 +17,8 @@ import occo.util.communication as comm
 from occo.util.communication import amqp_loop, mq, pika_internals
 from occo.util.communication.amqp_loop import AmqpLoop, LoopState
 from occo.util.communication.reply_slot import ReplySlot
-from conftest import BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, amqp_config, running_consumer
+from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, amqp_config, raw_channel,
+                      running_consumer)
 
 pytestmark = pytest.mark.broker
 
@@ -225,14 +226,18 @@ def test_rpc_failover_does_not_fail_the_new_call_with_a_refused_attempt(
         attempts.append(loop)
         real_start(loop, timeout)
     monkeypatch.setattr(AmqpLoop, 'start', start)
-    with running_consumer(lambda m: m, **config):
-        with comm.RPCProducer(**config) as rpc:
-            assert rpc.push_message('before') == 'before'
-            lost = rpc._loop
-            cut(lost)
-            lost._thread.join(JOIN_TIMEOUT)   # the I/O thread ends with it
-            assert lost.state is LoopState.CLOSED and lost.error is not None
-            assert rpc.push_message('after') == 'after'
+    try:
+        with running_consumer(lambda m: m, **config):
+            with comm.RPCProducer(**config) as rpc:
+                assert rpc.push_message('before') == 'before'
+                lost = rpc._loop
+                cut(lost)
+                lost._thread.join(JOIN_TIMEOUT)   # the I/O thread ends with it
+                assert lost.state is LoopState.CLOSED and lost.error is not None
+                assert rpc.push_message('after') == 'after'
+    finally:
+        with raw_channel() as channel:   # a host list: not cleaned up for us
+            channel.queue_delete(config['queue'])
     refused = [loop for loop in attempts if loop.opened_at is None]
     assert len(refused) >= 2   # on open and on reconnect
     assert not [r for r in caplog.records if 'unknown correlation id' in r.getMessage()]
