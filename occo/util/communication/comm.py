@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.metadata
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
-from typing import Any, ClassVar, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 from ..exceptions import ClosedError, ConfigurationError
 from ..exceptions import CriticalError, TransientError
+from ..factory import MultiBackend, backends, has_backend, register
 
 __all__ = [
     'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
@@ -80,21 +80,10 @@ def warn_unknown_keys(config: Mapping[str, Any]) -> None:
         log.warning('Ignoring unknown configuration key %r%s', key, hint)
 
 
-class _Role:
+class _Role(MultiBackend, abstract=False):
     """Common base of the three roles: backend dispatch and resource state."""
 
-    #: ``{protocol: backend class}``; each role has its own (``None`` here).
-    _backends: ClassVar[Optional[dict[str, type[_Role]]]] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if '_abstract_role' in cls.__dict__:
-            cls._backends = {}
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Role:
-        if '_abstract_role' in cls.__dict__:
-            cls = _lookup(cls, kwargs.get('protocol'))
-        return super().__new__(cls)
+    entry_point_group = 'occo.communication.backends'
 
     # -- resource state -------------------------------------------------
     _opened = False
@@ -145,103 +134,13 @@ class _Role:
 
 
 _RoleT = TypeVar('_RoleT', bound=_Role)
-_BackendT = TypeVar('_BackendT', bound='type[_Role]')
-
-
-def _registry(role: type[_Role]) -> dict[str, type[_Role]]:
-    """The ``{protocol: backend class}`` registry of an abstract role."""
-    registry = role._backends
-    assert registry is not None, '{} is not a role'.format(role.__name__)
-    return registry
-
-
-def _lookup(role: type[_Role], protocol: object) -> type[_Role]:
-    if protocol is None:
-        raise ConfigurationError(
-            'missing configuration key \'protocol\' for {}; known protocols: '
-            '{}'.format(role.__name__, _known(role)))
-    if not isinstance(protocol, str):
-        raise ConfigurationError(
-            'configuration key \'protocol\' must be a string, got {!r}'.format(
-                protocol))
-    if protocol not in _registry(role):
-        _load_plugin(protocol)
-    if protocol in _registry(role):
-        return _registry(role)[protocol]
-    close = difflib.get_close_matches(str(protocol), list(_registry(role)), n=1)
-    hint = ' (did you mean {!r}?)'.format(close[0]) if close else ''
-    raise ConfigurationError(
-        'unknown protocol {!r} for {}{}; known protocols: {}'.format(
-            protocol, role.__name__, hint, _known(role)))
-
 
 #: Entry-point group through which other distributions add backends: the
 #: entry point's name is the protocol, its value the module that registers it.
-ENTRY_POINT_GROUP = 'occo.communication.backends'
+ENTRY_POINT_GROUP = _Role.entry_point_group
 
 
-def _load_plugin(protocol: str) -> None:
-    """Import the module an installed distribution offers for ``protocol``."""
-    for entry_point in _entry_points():
-        if entry_point.name == protocol:
-            entry_point.load()
-
-
-def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
-    found = importlib.metadata.entry_points()
-    if hasattr(found, 'select'):
-        return found.select(group=ENTRY_POINT_GROUP)
-    return found.get(ENTRY_POINT_GROUP, ())
-
-
-def _known(role: type[_Role]) -> str:
-    return ', '.join(sorted(_registry(role))) or '(none registered)'
-
-
-class register:
-    """Class decorator that registers a backend class for a role.
-
-    ::
-
-        @register(AsynchronProducer, 'amqp')
-        class MQAsynchronProducer(AsynchronProducer):
-            ...
-
-    :param role: the abstract role class.
-    :param protocol: the ``protocol`` value that selects the backend.
-    :raises ConfigurationError: when the protocol is registered already, or
-        the class is not a subclass of the role.
-    """
-
-    def __init__(self, role: _RoleClass, protocol: str) -> None:
-        self.role = role
-        self.protocol = protocol
-
-    def __call__(self, cls: _BackendT) -> _BackendT:
-        if not issubclass(cls, self.role):
-            raise ConfigurationError('{} is not a {}'.format(
-                cls.__name__, self.role.__name__))
-        registered = _registry(self.role).get(self.protocol)
-        if registered is not None and registered is not cls:
-            raise ConfigurationError(
-                'protocol {!r} is registered already for {} by {}.{}'.format(
-                    self.protocol, self.role.__name__,
-                    registered.__module__, registered.__qualname__))
-        _registry(self.role)[self.protocol] = cls
-        return cls
-
-
-def has_backend(role: _RoleClass, protocol: str) -> bool:
-    """Tell whether ``protocol`` is registered for ``role``."""
-    return protocol in _registry(role)
-
-
-def backends(role: _RoleClass) -> dict[str, type[_Role]]:
-    """Return a copy of the ``{protocol: class}`` registry of ``role``."""
-    return dict(_registry(role))
-
-
-class AsynchronProducer(_Role):
+class AsynchronProducer(_Role, abstract=True):
     """Sends messages without waiting for an answer.
 
     Construct it as ``AsynchronProducer(protocol=..., **config)``; the
@@ -251,8 +150,6 @@ class AsynchronProducer(_Role):
     the ``with`` block exits, every message pushed is the broker's
     responsibility, or an exception said otherwise.
     """
-
-    _abstract_role = True
 
     def push_message(self, message: Message,
                      routing_key: Optional[str] = None) -> None:
@@ -277,14 +174,12 @@ class AsynchronProducer(_Role):
         raise NotImplementedError
 
 
-class RPCProducer(_Role):
+class RPCProducer(_Role, abstract=True):
     """Sends a message and returns the remote processor's result.
 
     One object may be shared by several threads: each call gets its own
     answer.
     """
-
-    _abstract_role = True
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
                      timeout: Optional[float] = None) -> Message:
@@ -308,7 +203,7 @@ class RPCProducer(_Role):
         raise NotImplementedError
 
 
-class EventDrivenConsumer(_Role):
+class EventDrivenConsumer(_Role, abstract=True):
     """Calls ``processor(msg, *pargs, **pkwargs)`` for each message.
 
     Construct it as ``EventDrivenConsumer(processor, pargs=[], pkwargs={},
@@ -317,8 +212,6 @@ class EventDrivenConsumer(_Role):
     The object is a valid ``threading.Thread`` target: calling it runs
     :meth:`start_consuming`.
     """
-
-    _abstract_role = True
 
     def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
                  pkwargs: Optional[Mapping[str, Any]] = None,
@@ -414,7 +307,15 @@ class Response:
 
 
 class ExceptionResponse(Response):
-    """A :class:`Response` built from an exception: its text is the data.
+    """A failure the processor reports with its exception and a code.
+
+    ``return ExceptionResponse(404, e)`` reaches the caller as ``e`` would
+    if the processor had raised it (see :mod:`~.remote_errors`): an
+    :class:`~occo.util.exceptions.ApplicationError`, also of ``e``'s class
+    where that is safe, whose ``http_code`` is 404. Given a ``str`` instead
+    of an exception, it is a :class:`Response` with that text as data (4xx:
+    :class:`~occo.util.exceptions.CriticalError`, 5xx:
+    :class:`~occo.util.exceptions.TransientError`).
 
     :param http_code: HTTP-like status code, 500 by default.
     :param exception: the exception (or a message) to report.
@@ -424,9 +325,3 @@ class ExceptionResponse(Response):
                  exception: Union[BaseException, str, None] = None) -> None:
         super().__init__(http_code, None if exception is None else str(exception))
         self.exception = exception
-
-
-#: An abstract role class, as :class:`register`, :func:`has_backend` and
-#: :func:`backends` take it.
-_RoleClass = Union[type[AsynchronProducer], type[RPCProducer],
-                   type[EventDrivenConsumer]]
