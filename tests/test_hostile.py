@@ -16,6 +16,7 @@ a short string that is not UTF-8. ``user_id`` (checked by the broker) and
 ``expiration`` (digits only) are left out.
 """
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -30,6 +31,7 @@ from typing import Any, NamedTuple, Optional
 import pika
 import pytest
 
+import occo.util.communication as comm
 from occo.util.communication import codec, memory
 from conftest import (JOIN_TIMEOUT, Collector,
                       amqp_config, memory_config, raw_channel,
@@ -74,6 +76,32 @@ def _billion_laughs(levels: int = 9, fanout: int = 10) -> bytes:
 
 
 GARBAGE = random.Random(1).randbytes(512) + SECRET.encode()
+TYPED = codec.TYPED_JSON
+
+
+@comm.register_type
+@dataclasses.dataclass
+class Registered:
+    """A registered class with declared fields."""
+    key: str
+
+
+@comm.register_type
+class RegisteredPlain:
+    """A registered class whose state is its ``__dict__``."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def process(self):
+        return self.key
+
+
+def _typed(tag: str, state: Any) -> bytes:
+    return json.dumps({'__occo_type__': tag, 'state': state}).encode()
+
+
+REGISTERED = 'test_hostile.Registered'
 
 
 class Case(NamedTuple):
@@ -98,6 +126,45 @@ CASES = [
          b'!!python/object/apply:os.system ["echo pwned ' + SECRET.encode() + b'"]',
          {}, REJECTED),
     Case('yaml_integer_too_long', b'1' * 5000, {}, REJECTED),
+    # Typed messages: only registered classes, from states they accept.
+    Case('typed_unregistered_tag', _typed('os.system', ['echo ' + SECRET]),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_unexpected_field', _typed(REGISTERED, {'key': 'k', 'evil': SECRET}),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_missing_field', _typed(REGISTERED, {}), {'content_type': TYPED},
+         REJECTED),
+    Case('typed_hides_a_method', _typed('test_hostile.RegisteredPlain',
+                                        {'process': SECRET}),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_sets_a_dunder', _typed('test_hostile.RegisteredPlain',
+                                       {'__class__': SECRET}),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_state_not_a_mapping', _typed(REGISTERED, [SECRET]),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_tag_not_a_string', _typed(None, {'key': SECRET}), {'content_type': TYPED},
+         REJECTED),
+    Case('typed_bytes_not_base64',
+         json.dumps({'__occo_type__': 'bytes', 'base64': '!' + SECRET}).encode(),
+         {'content_type': TYPED}, REJECTED),
+    Case('typed_registered', _typed(REGISTERED, {'key': SECRET}),
+         {'content_type': TYPED}, PROCESSED, Registered(SECRET)),
+    Case('typed_escaped_dict', json.dumps(
+        {'__occo_type__': 'dict', 'items': {'__occo_type__': SECRET}}).encode(),
+         {'content_type': TYPED}, PROCESSED, {'__occo_type__': SECRET}),
+    # Legacy YAML of original components: registered classes only.
+    Case('yaml_python_object_unregistered',
+         b'!!python/object:subprocess.Popen {args: "echo ' + SECRET.encode() + b'"}',
+         {}, REJECTED),
+    Case('yaml_python_object_new', b'!!python/object/new:os.system ["echo ' +
+         SECRET.encode() + b'"]', {}, REJECTED),
+    Case('yaml_python_name', b'!!python/name:os.system ' + SECRET.encode(), {},
+         REJECTED),
+    Case('yaml_python_object_registered_unexpected_field',
+         b'!!python/object:test_hostile.Registered {key: k, evil: ' +
+         SECRET.encode() + b'}', {}, REJECTED),
+    Case('yaml_python_object_registered',
+         b'!!python/object:test_hostile.Registered {key: ' + SECRET.encode() + b'}',
+         {}, PROCESSED, Registered(SECRET)),
     Case('yaml_date_out_of_range', b'2001-13-45', {}, REJECTED),
     Case('yaml_int_tag_not_a_number', b'!!int ' + SECRET.encode(), {}, REJECTED),
     Case('truncated_json', b'{"k": "' + SECRET.encode(), {'content_type': JSON}, REJECTED),
@@ -172,6 +239,10 @@ RPC_CASES = [
     RpcCase('rpc_deep_json_nesting', _nested(DEPTH, b'1'), {'content_type': JSON}, (400,)),
     RpcCase('rpc_yaml_billion_laughs', _billion_laughs(), {}, (400,)),
     RpcCase('rpc_yaml_integer_too_long', b'1' * 5000, {}, (400,)),
+    RpcCase('rpc_typed_unregistered_tag', _typed('os.system', ['echo ' + SECRET]),
+            {'content_type': TYPED}, (400,)),
+    RpcCase('rpc_yaml_python_object_unregistered',
+            b'!!python/object:subprocess.Popen {args: x}', {}, (400,)),
     RpcCase('rpc_content_type_invalid_utf8', JSON_BODY, {'content_type': b'\xff\xfe'},
             (400,)),
     RpcCase('rpc_oversize', b'"' + SECRET.encode() + b'x' * MAX_SIZE + b'"',

@@ -11,7 +11,8 @@ everything this package raises on purpose::
     │   ├── TransientError            5xx: a retry may work
     │   │   └── RPCTimeoutError       no reply in time (also a builtin TimeoutError)
     │   └── CriticalError             4xx: do not retry
-    ├── ApplicationError              the remote processor raised
+    ├── ApplicationError              the remote processor raised (and, where
+    │                                 safe, also the remote exception's class)
     ├── MessageDecodeError            a received body cannot be decoded safely
     └── ClosedError                   the object is used outside its ``with`` block
 
@@ -25,6 +26,7 @@ handle the two separately::
         ...  # the transport failed; the request may or may not have run
     except ApplicationError as e:
         ...  # the remote processor raised e.remote_type: e.remote_message
+             # (a KeyError raised remotely is caught by except KeyError too)
 """
 
 from __future__ import annotations
@@ -116,26 +118,39 @@ class RPCTimeoutError(TransientError, TimeoutError):
 class ApplicationError(OccoError):
     """The remote processor raised an exception while handling the message.
 
-    The remote exception cannot be re-raised as such (that would require
-    unsafe deserialization); its type name, message and traceback text are
-    carried instead.
+    When the remote class is a builtin exception or a registered one, the
+    caller gets an instance of that class that is also an
+    :class:`ApplicationError` (see
+    :mod:`~occo.util.communication.remote_errors`); else an
+    :class:`ApplicationError` naming the remote type. Either way it carries:
 
     :param remote_type: the name of the remote exception's class.
     :param remote_message: ``str()`` of the remote exception.
     :param remote_traceback: the formatted remote traceback, or ``None``.
+    :param http_code: the code of the remote
+        :class:`~occo.util.communication.comm.ExceptionResponse`, 500 for an
+        exception the processor raised.
+    :param remote_module: the module of the remote exception's class.
     """
 
     def __init__(self, remote_type: str, remote_message: str,
-                 remote_traceback: Optional[str] = None) -> None:
+                 remote_traceback: Optional[str] = None, http_code: int = 500,
+                 remote_module: Optional[str] = None) -> None:
         super().__init__(remote_type, remote_message, remote_traceback)
         #: Class name of the remote exception, e.g. ``'ValueError'``.
         self.remote_type = remote_type
+        #: Module of the remote exception's class, e.g. ``'builtins'``.
+        self.remote_module = remote_module
         #: ``str()`` of the remote exception.
         self.remote_message = remote_message
         #: Formatted traceback text of the remote exception, if sent.
         self.remote_traceback = remote_traceback
+        #: HTTP-like status the remote side gave the failure.
+        self.http_code = http_code
 
     def __str__(self) -> str:
+        if not self.remote_message:
+            return self.remote_type
         return '{}: {}'.format(self.remote_type, self.remote_message)
 
 

@@ -16,7 +16,9 @@ Three roles, each a context manager around its connection::
 
 The ``protocol`` key selects the backend: ``amqp`` (RabbitMQ, :mod:`.mq`)
 or ``memory`` (in-process, :mod:`.memory`). Importing this package registers
-both.
+both. Objects of an application's own classes travel once their class is
+registered on both sides with :func:`register_type`
+(:mod:`.message_types`).
 """
 
 __version__ = '1.0.0'
@@ -27,11 +29,13 @@ from ..exceptions import (ApplicationError, ClosedError, CommunicationError,
                           RPCTimeoutError, TransientError)
 from .comm import (AsynchronProducer, EventDrivenConsumer, ExceptionResponse,
                    Response, RPCProducer, backends, has_backend, register)
+from .message_types import register_type, unregister_type
 from . import memory, mq  # noqa: F401  (importing registers the backends)
 
 __all__ = [
     'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
     'has_backend', 'backends', 'Response', 'ExceptionResponse',
+    'register_type', 'unregister_type',
     'OccoError', 'ConfigurationError', 'MissingConfigurationError',
     'CommunicationError', 'TransientError', 'CriticalError',
     'RPCTimeoutError', 'ApplicationError', 'ClosedError',

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The wire format: how messages and RPC replies become bytes and back.
 
-A message is any JSON-able value, a ``str`` or ``bytes``; the receiver gets
-an equal value of the same kind. The ``content_type`` says how the body is
-encoded:
+A message is any JSON-able value, a ``str`` or ``bytes``, or a value that
+holds objects of registered classes (see :mod:`~.message_types`); the
+receiver gets an equal value of the same kind. The ``content_type`` says how
+the body is encoded:
 
 =============================  =============================================
 content type                   body
@@ -12,23 +13,30 @@ content type                   body
                                bytes)
 ``text/plain; charset=utf-8``  a ``str``, UTF-8 encoded
 ``application/octet-stream``   ``bytes``, as they are
+:data:`TYPED_JSON`              UTF-8 JSON of a value holding registered
+                               objects, as tagged states
 none, or a YAML type           YAML, read with the *safe* loader only (the
                                original OCCO components sent YAML)
 =============================  =============================================
 
 Nothing is ever decoded with ``yaml.load``, ``pickle`` or ``eval``: a YAML
 body that asks for a Python object (``!!python/object/apply:...``) is refused
-with :class:`~occo.util.exceptions.MessageDecodeError`.
+with :class:`~occo.util.exceptions.MessageDecodeError`, but for
+``!!python/object:mod.Cls`` of a registered class, which original
+components sent.
 
 An RPC reply is a JSON object, content type :data:`REPLY_CONTENT_TYPE`:
 
 * ``{"code": 200, "data": value}`` a result (``"bytes"``: base64 data for
-  ``bytes`` results);
+  ``bytes`` results; ``"typed"``: the tagged tree of a result that holds
+  registered objects);
 * ``{"code": 4xx|5xx, "data": reason}`` a :class:`~.comm.Response` with a
   failure code, a request the consumer could not decode (400) or one over
   its ``max_message_size`` (413);
-* ``{"code": 500, "error": {"type": ..., "message": ..., "traceback": ...}}``
-  the processor raised.
+* ``{"code": 500, "error": {"type": ..., "module": ..., "message": ...,
+  "traceback": ...}}`` the processor raised, or returned an
+  :class:`~.comm.ExceptionResponse` (with its code); ``args`` or
+  ``exception`` let the caller rebuild it (see :mod:`~.remote_errors`).
 
 ``code`` is an integer from 100 to 599, ``type`` and ``message`` are
 strings, ``traceback`` a string or ``null``; any other reply is malformed
@@ -58,17 +66,21 @@ from __future__ import annotations
 import base64
 import json
 import reprlib
+import traceback
 from typing import Any, Optional
 
 from ..exceptions import ApplicationError, CriticalError
 from ..exceptions import MessageDecodeError as MessageDecodeError  # re-exported
-from .comm import Message, Response
+from . import message_types
+from .comm import ExceptionResponse, Message, Response
+from .remote_errors import error_fields, remote_error
 from .safe_yaml import load_yaml
 
 __all__ = [
     'encode', 'check_size', 'decode', 'encode_reply', 'error_reply',
     'failure_reply', 'result_from_reply', 'JSON', 'TEXT', 'BINARY',
     'REPLY_CONTENT_TYPE', 'YAML_CONTENT_TYPES', 'MAX_DEPTH', 'exception_text',
+    'TYPED_JSON',
 ]
 
 #: Content type of JSON bodies (every message that is not str or bytes).
@@ -77,6 +89,8 @@ JSON = 'application/json'
 TEXT = 'text/plain; charset=utf-8'
 #: Content type of ``bytes`` messages.
 BINARY = 'application/octet-stream'
+#: Content type of JSON bodies holding registered objects (tagged states).
+TYPED_JSON = 'application/vnd.occo.typed+json'
 #: Content type of RPC replies.
 REPLY_CONTENT_TYPE = 'application/vnd.occo.reply+json'
 #: Content types read as YAML (with the safe loader), besides none at all.
@@ -103,9 +117,11 @@ _short.maxstring = _short.maxother = 60
 def encode(message: Message) -> tuple[bytes, str]:
     """Encode a message for the wire.
 
-    :param message: a JSON-able value, ``str`` or ``bytes``.
+    :param message: a JSON-able value, ``str`` or ``bytes``, or a value
+        holding registered objects.
     :returns: ``(body, content_type)``.
-    :raises TypeError: when the message cannot be encoded as JSON.
+    :raises TypeError: when the message cannot be encoded as JSON (the
+        message says how to register an object's class).
     :raises ValueError: for a ``str`` holding a lone surrogate.
     """
     if isinstance(message, str):
@@ -114,10 +130,21 @@ def encode(message: Message) -> tuple[bytes, str]:
         return bytes(message), BINARY
     try:
         return _json_bytes(message), JSON
+    except TypeError:
+        pass   # not plain JSON: it may hold registered objects
+    except (ValueError, RecursionError) as e:
+        raise _unsendable('message', message, e) from e
+    try:
+        return _json_bytes(message_types.to_tree(message)), TYPED_JSON
     except (TypeError, ValueError, RecursionError) as e:
-        raise TypeError(
-            'cannot send a message of type {}: it must be a JSON-able value, '
-            'str or bytes ({})'.format(type(message).__name__, e)) from e
+        raise _unsendable('message', message, e) from e
+
+
+def _unsendable(what: str, value: object, error: BaseException) -> TypeError:
+    return TypeError(
+        'cannot send a {} of type {}: it must be a JSON-able value, str or '
+        'bytes, or hold registered objects ({})'.format(
+            what, type(value).__name__, error))
 
 
 def _utf8(text: str) -> bytes:
@@ -168,6 +195,8 @@ def decode(body: bytes, content_type: Optional[str],
         return _text(body)
     if content_type == BINARY:
         return bytes(body)
+    if content_type == TYPED_JSON:
+        return message_types.from_tree(_load_json(body, MAX_DEPTH))
     if content_type is None or content_type == '':
         return load_yaml(_text(body), max_size, MAX_DEPTH)
     if not isinstance(content_type, str):
@@ -277,34 +306,48 @@ def _outside_strings(body: bytes, skeleton: bytes) -> bytes:
 def encode_reply(result: Message) -> bytes:
     """Encode a processor's return value as an RPC reply body.
 
-    :param result: a value, or a :class:`~.comm.Response`.
-    :raises TypeError: when the data is not JSON-able.
+    :param result: a value, a :class:`~.comm.Response`, or an
+        :class:`~.comm.ExceptionResponse` (whose exception travels as one
+        the processor raised, with the response's code).
+    :raises TypeError: when the data is neither JSON-able nor holds only
+        registered objects.
     """
     code, data = 200, result
+    if isinstance(result, ExceptionResponse) and isinstance(
+            result.exception, BaseException):
+        return error_reply(result.exception, _traceback_text(result.exception),
+                           result.http_code)
     if isinstance(result, Response):
         code, data = result.http_code, result.data
     if isinstance(data, (bytes, bytearray, memoryview)):
-        envelope = {'code': code,
-                    'bytes': base64.b64encode(bytes(data)).decode('ascii')}
-    else:
-        envelope = {'code': code, 'data': data}
+        return _json_bytes({'code': code,
+                            'bytes': base64.b64encode(bytes(data)).decode('ascii')})
     try:
-        return _json_bytes(envelope)
+        return _json_bytes({'code': code, 'data': data})
+    except TypeError:
+        pass   # not plain JSON: it may hold registered objects
+    except (ValueError, RecursionError) as e:
+        raise _unsendable('result', data, e) from e
+    try:
+        return _json_bytes({'code': code, 'typed': message_types.to_tree(data)})
     except (TypeError, ValueError, RecursionError) as e:
-        raise TypeError('cannot send a result of type {}: it must be a '
-                        'JSON-able value, str or bytes ({})'.format(
-                            type(data).__name__, e)) from e
+        raise _unsendable('result', data, e) from e
 
 
-def error_reply(exc: BaseException, traceback_text: Optional[str] = None) -> bytes:
+def _traceback_text(exc: BaseException) -> Optional[str]:
+    if exc.__traceback__ is None:
+        return None
+    return ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def error_reply(exc: BaseException, traceback_text: Optional[str] = None,
+                http_code: int = 500) -> bytes:
     """Encode a processor's exception as an RPC reply body.
 
     Works for any exception, even one whose ``str()`` fails.
     """
-    envelope = {'code': 500, 'error': {
-        'type': type(exc).__name__, 'message': exception_text(exc),
-        'traceback': traceback_text}}
-    return _json_bytes(envelope)
+    fields = error_fields(exc, exception_text(exc), traceback_text)
+    return _json_bytes({'code': http_code, 'error': fields})
 
 
 def exception_text(exc: BaseException) -> str:
@@ -340,7 +383,7 @@ def result_from_reply(body: bytes) -> Message:
         raise _malformed('code {} is not an HTTP status'.format(_short.repr(code)))
     error = envelope.get('error')
     if error is not None:
-        raise _remote_error(error)
+        raise _remote_error(error, code)
     return Response(code, _reply_data(envelope)).check()
 
 
@@ -348,7 +391,7 @@ def _malformed(reason: str) -> CriticalError:
     return CriticalError(502, 'malformed RPC reply: ' + reason)
 
 
-def _remote_error(error: object) -> ApplicationError:
+def _remote_error(error: object, code: int) -> ApplicationError:
     if not isinstance(error, dict):
         raise _malformed('"error" is not an object')
     remote_type, message = error.get('type'), error.get('message')
@@ -356,10 +399,15 @@ def _remote_error(error: object) -> ApplicationError:
     if not (isinstance(remote_type, str) and isinstance(message, str)
             and isinstance(traceback_text, (str, type(None)))):
         raise _malformed('"error" needs "type" and "message" strings')
-    return ApplicationError(remote_type, message, traceback_text)
+    return remote_error(error, code)
 
 
 def _reply_data(envelope: dict[str, Any]) -> Message:
+    if 'typed' in envelope:
+        try:
+            return message_types.from_tree(envelope['typed'])
+        except MessageDecodeError as e:
+            raise CriticalError(502, 'cannot decode the RPC result: {}'.format(e)) from e
     if 'bytes' not in envelope:
         return envelope.get('data')
     data = envelope['bytes']

@@ -15,6 +15,15 @@ before building any value:
   refused;
 * a number may be written in at most 4300 characters: PyYAML builds base 60
   integers (``1:00:00``) in time quadratic in their length.
+
+Of the Python tags that original components wrote with ``yaml.dump``, the
+loader understands those that build plain data (``!!python/tuple``,
+``!!python/unicode``, ``!!python/str``, ``!!python/long``...) and
+``!!python/object:mod.Cls {...}`` when ``mod.Cls`` is registered with
+:func:`~.message_types.register_type` (built from the mapping as a typed
+message's state is). Every other Python tag, ``!!python/object/apply``
+and ``!!python/name`` included, is refused: nothing named by a body is
+imported or called.
 """
 
 from __future__ import annotations
@@ -25,16 +34,55 @@ from typing import Any, Optional
 import yaml
 
 from ..exceptions import MessageDecodeError
+from . import message_types
 
 __all__ = ['load_yaml']
 
-_SafeLoader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+_SafeLoader: Any = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+_PYTHON = 'tag:yaml.org,2002:python/'
+
+
+class _MessageLoader(_SafeLoader):   # type: ignore[misc]
+    """The safe loader, plus the Python tags of plain data and of registered
+    classes. The constructors are added to this class only, never to
+    PyYAML's own loaders."""
+
+    def construct_registered(self, suffix: str, node: yaml.Node) -> Any:
+        """``!!python/object:mod.Cls {...}``, when ``mod.Cls`` is registered."""
+        cls = message_types.registered_type(suffix)
+        if cls is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, 'refused {} object: its class is not registered '
+                'with register_type'.format(_shown_tag(suffix)), node.start_mark)
+        if not isinstance(node, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, 'a {} object needs a mapping'.format(
+                    _shown_tag(suffix)), node.start_mark)
+        return message_types.build(cls, self.construct_mapping(node, deep=True))
+
+    def construct_tuple(self, node: yaml.Node) -> tuple[Any, ...]:
+        return tuple(self.construct_sequence(node, deep=True))
+
+
+for _tag, _plain in [('none', 'null'), ('bool', 'bool'), ('int', 'int'),
+                     ('long', 'int'), ('float', 'float'), ('str', 'str'),
+                     ('unicode', 'str')]:
+    _MessageLoader.add_constructor(
+        _PYTHON + _tag, _SafeLoader.yaml_constructors['tag:yaml.org,2002:' + _plain])
+_MessageLoader.add_constructor(_PYTHON + 'tuple', _MessageLoader.construct_tuple)
+_MessageLoader.add_multi_constructor(_PYTHON + 'object:',
+                                     _MessageLoader.construct_registered)
+
+
+def _shown_tag(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:77] + '...')
 
 #: Building a YAML document fails in the library (``YAMLError``), in the
 #: pure Python composer on deep nesting (``RecursionError``), or in the
 #: safe constructors: ``date(2001, 2, 30)`` (``ValueError``), ``!!bool maybe``
 #: (``KeyError``), the base 60 float ``1:00:...:00.5`` (``OverflowError``).
-_YAML_ERRORS = (yaml.YAMLError, RecursionError, ValueError, LookupError, OverflowError)
+_YAML_ERRORS = (yaml.YAMLError, RecursionError, ValueError, LookupError,
+                OverflowError, MessageDecodeError)
 #: PyYAML converts base 60 integers (``1:00:00``) itself, in time quadratic
 #: in their length; CPython refuses ``int()`` of more than 4300 digits for
 #: the same reason. A YAML number written longer than this is refused.
@@ -54,7 +102,7 @@ def load_yaml(text: str, max_size: Optional[int], max_depth: int) -> Any:
     :raises MessageDecodeError: naming what is wrong and where, never
         quoting the text.
     """
-    loader = _SafeLoader(text)
+    loader = _MessageLoader(text)
     try:
         node = _yaml_step(loader.get_single_node)
         if node is None:
@@ -141,6 +189,8 @@ def _scalar_size(node: yaml.ScalarNode) -> int:
 
 def _yaml_problem(error: BaseException) -> str:
     """What is wrong, and where, without quoting the body (it may hold secrets)."""
+    if isinstance(error, MessageDecodeError):
+        return str(error)
     if not isinstance(error, yaml.YAMLError):
         return 'cannot build a value: {}'.format(type(error).__name__)
     if not isinstance(error, yaml.MarkedYAMLError):

@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: Apache-2.0
+"""How the original OCCO components used the package, in miniature, on both
+backends.
+
+Each test follows a component's own code: the info-broker's remote
+provider stub and skeleton (request objects out, ``KeyError`` and
+``ValueError`` subclasses back), the infra-processor's remote push strategy
+and skeleton (a list of instruction objects), the enactor's local backend
+registered through :mod:`occo.util.factory` and built with ``instantiate``,
+and the api's polling loop.
+"""
+
+import threading
+
+import pytest
+
+import occo.util.communication as comm
+import occo.util.factory as factory
+from conftest import JOIN_TIMEOUT, Collector, running_consumer
+
+
+# -- the components' own classes -------------------------------------------------
+
+@comm.register_type
+class InfoProviderRequest:
+    """As the info-broker's remote provider sent it: a key and its arguments."""
+
+    def __init__(self, key, *args, **kwargs):
+        self.key = key
+        self.args = list(args)
+        self.kwargs = kwargs
+
+
+@comm.register_type
+class KeyNotFoundError(KeyError):
+    pass
+
+
+class ArgumentError(ValueError):
+    """Not registered: it comes back as a ValueError."""
+
+    def __init__(self, name, problem):
+        super().__init__('{}: {}'.format(name, problem))
+
+
+class Command:
+    """The infra-processor's instructions: state in ``__dict__``, behaviour
+    in methods, subclasses per instruction."""
+
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+    def perform(self, infra):
+        raise NotImplementedError
+
+
+@comm.register_type
+class CreateEnvironment(Command):
+    def perform(self, infra):
+        infra.setdefault(self.environment_id, [])
+        return self.environment_id
+
+
+@comm.register_type
+class CreateNode(Command):
+    def perform(self, infra):
+        infra[self.environment_id].append(self.node['name'])
+        return self.node['name']
+
+
+class InfoProvider:
+    """The skeleton side's local provider."""
+
+    data = {'infrastructure.state': {'i1': 'ready'}, 'node.count': 3}
+
+    def get(self, key, *args, **kwargs):
+        if key == 'infrastructure.state':
+            if kwargs.get('infra_id') is None:
+                raise ArgumentError('infra_id', 'is required')
+            return self.data[key][kwargs['infra_id']]
+        if key not in self.data:
+            raise KeyNotFoundError(key)
+        return self.data[key]
+
+
+def provider_skeleton(request, provider):
+    """The info-broker's RemoteProviderSkeleton: failures as
+    ExceptionResponse with an HTTP-like code."""
+    try:
+        return provider.get(request.key, *request.args, **request.kwargs)
+    except KeyError as e:
+        return comm.ExceptionResponse(404, e)
+    except ValueError as e:
+        return comm.ExceptionResponse(400, e)
+
+
+class RemoteProviderStub:
+    """The info-broker's RemoteProviderStub."""
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def get(self, key, *args, **kwargs):
+        return self.rpc.push_message(InfoProviderRequest(key, *args, **kwargs))
+
+
+# -- info-broker ---------------------------------------------------------------
+
+def test_remote_provider_stub_and_skeleton(config):
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+    with running_consumer(provider_skeleton, pkwargs={'provider': InfoProvider()}, **cfg):
+        with comm.RPCProducer(**cfg) as rpc:
+            stub = RemoteProviderStub(rpc)
+            assert stub.get('node.count') == 3
+            assert stub.get('infrastructure.state', infra_id='i1') == 'ready'
+            with pytest.raises(KeyError) as missing:
+                stub.get('global.nonexistent')
+            with pytest.raises(ValueError) as bad:
+                stub.get('infrastructure.state')
+    assert isinstance(missing.value, KeyNotFoundError)
+    assert missing.value.args == ('global.nonexistent',)
+    assert missing.value.http_code == 404
+    assert isinstance(bad.value, comm.ApplicationError)
+    assert str(bad.value) == 'infra_id: is required'
+    assert (bad.value.http_code, bad.value.remote_type) == (400, 'ArgumentError')
+
+
+def test_transport_and_application_failures_stay_apart(config):
+    """The seed's order: except CommunicationError, then ApplicationError."""
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+    caught = []
+    with running_consumer(provider_skeleton, pkwargs={'provider': InfoProvider()}, **cfg):
+        with comm.RPCProducer(**cfg) as rpc:
+            for key in ['global.nonexistent', 'node.count']:
+                try:
+                    caught.append(rpc.push_message(InfoProviderRequest(key)))
+                except comm.CommunicationError:
+                    caught.append('transport')
+                except comm.ApplicationError as e:
+                    caught.append(('application', e.http_code))
+    assert caught == [('application', 404), 3]
+
+
+# -- infra-processor -----------------------------------------------------------
+
+def test_instruction_list_pushed_to_the_infra_processor_skeleton(config):
+    cfg = config()
+    infra = {}
+    performed = Collector()
+
+    def skeleton(instructions):
+        performed([instruction.perform(infra) for instruction in instructions])
+    with running_consumer(skeleton, **cfg):
+        with comm.AsynchronProducer(**cfg) as push:
+            push.push_message([CreateEnvironment(environment_id='e1'),
+                               CreateNode(environment_id='e1', node={'name': 'A'}),
+                               CreateNode(environment_id='e1', node={'name': 'B'})])
+        [results] = performed.wait_for(1)
+    assert results == ['e1', 'A', 'B']
+    assert infra == {'e1': ['A', 'B']}
+
+
+def test_instructions_over_rpc_return_objects(config):
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+
+    def skeleton(instructions):
+        return [CreateNode(environment_id=i.environment_id, node={'name': 'made'})
+                for i in instructions]
+    with running_consumer(skeleton, **cfg):
+        with comm.RPCProducer(**cfg) as rpc:
+            [made] = rpc.push_message([CreateEnvironment(environment_id='e2')])
+    assert type(made) is CreateNode
+    assert vars(made) == {'environment_id': 'e2', 'node': {'name': 'made'}}
+
+
+def test_an_unregistered_instruction_is_refused_at_the_sender(config):
+    class DropNode(Command):
+        pass
+    cfg = config()
+    with comm.AsynchronProducer(**cfg) as push:
+        with pytest.raises(TypeError, match=r'register_type\(DropNode\)'):
+            push.push_message([DropNode(node_id='n1')])
+
+
+# -- enactor -------------------------------------------------------------------
+
+class LocalInfraProcessor(comm.RPCProducer):
+    """The enactor's local backend: positional parameters of its own."""
+
+    def __init__(self, static_description, output, **kwargs):
+        self.static_description = static_description
+        self.output = output
+
+    def push_instructions(self, instructions, **kwargs):
+        infra = {}
+        self.output.extend(i.perform(infra) for i in instructions)
+
+
+factory.register(comm.RPCProducer, 'local-test')(LocalInfraProcessor)
+
+
+def test_enactor_local_backend_through_occo_util_factory():
+    output = []
+    processor = comm.RPCProducer.instantiate('local-test', {'name': 'infra'}, output)
+    assert type(processor) is LocalInfraProcessor
+    processor.push_instructions([CreateEnvironment(environment_id='e'),
+                                 CreateNode(environment_id='e', node={'name': 'A'})])
+    assert output == ['e', 'A']
+    assert comm.backends(comm.RPCProducer)['local-test'] is LocalInfraProcessor
+    assert comm.register is factory.register
+
+
+def test_instantiate_with_a_protocol_keyword_is_the_constructor(config):
+    cfg = config()
+    producer = comm.AsynchronProducer.instantiate(**cfg)
+    assert type(producer) is type(comm.AsynchronProducer(**cfg))
+    with producer:
+        producer.push_message('x')
+
+
+def test_instantiate_without_a_protocol_names_the_known_ones():
+    with pytest.raises(comm.ConfigurationError, match='known protocols: .*amqp'):
+        comm.RPCProducer.instantiate()
+    with pytest.raises(comm.ConfigurationError, match="unknown protocol 'lokal'"):
+        comm.RPCProducer.instantiate('lokal')
+
+
+def test_an_application_interface_gets_its_own_registry():
+    class UDS(factory.MultiBackend):
+        pass
+
+    @factory.register(UDS, 'dict')
+    class DictUDS(UDS):
+        def __init__(self, **config):
+            self.config = config
+    assert type(UDS(protocol='dict')) is DictUDS
+    assert UDS.instantiate('dict', x=1).config == {'x': 1}
+    assert factory.backends(UDS) == {'dict': DictUDS}
+    assert not factory.has_backend(comm.RPCProducer, 'dict')
+
+
+# -- api -------------------------------------------------------------------------
+
+def test_api_polls_the_infrastructure_state_until_ready(config):
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+    states = iter(['pending', 'pending', 'ready'])
+    ready = threading.Event()
+
+    def skeleton(request):
+        state = next(states)
+        if state == 'ready':
+            ready.set()
+        return state
+    seen = []
+    with running_consumer(skeleton, **cfg):
+        with comm.RPCProducer(**cfg) as rpc:
+            while not ready.is_set():
+                seen.append(rpc.push_message(InfoProviderRequest(
+                    'infrastructure.state', infra_id='i1')))
+    assert seen == ['pending', 'pending', 'ready']
