@@ -27,14 +27,39 @@ def test_enter_returns_self_and_close_is_idempotent(config):
     prod.close()
 
 
-def test_push_message_outside_with_raises_closed_error(config):
-    prod = comm.AsynchronProducer(**config())
-    with pytest.raises(comm.ClosedError, match='with'):
+def test_outside_with_the_first_call_connects_and_close_ends_it(config):
+    """The original components used the roles without ``with``."""
+    cfg = config()
+    collector = Collector()
+    with running_consumer(collector, **cfg):
+        prod = comm.AsynchronProducer(**cfg)
         prod.push_message('x')
-    with prod:
-        pass
+        prod.flush()
+        assert collector.wait_for(1) == ['x']
+        prod.close()
+    with pytest.raises(comm.ClosedError, match='closed'):
+        prod.push_message('x')
+    with pytest.raises(comm.ClosedError, match='closed'):
+        prod.open()
+
+
+def test_a_consumer_run_without_with_closes_when_it_stops(config):
+    """As the original tests ran it: ``Thread(target=consumer)``."""
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+    cancel = threading.Event()
+    consumer = comm.EventDrivenConsumer(lambda m: 'RE: ' + m, cancel_event=cancel, **cfg)
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    rpc = comm.RPCProducer(**cfg)
+    try:
+        assert rpc.push_message('hello') == 'RE: hello'
+    finally:
+        rpc.close()
+        cancel.set()
+        thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive()
     with pytest.raises(comm.ClosedError):
-        prod.push_message('x')
+        consumer.start_consuming()
 
 
 def test_consumer_receives_equal_messages_of_the_same_type(config):

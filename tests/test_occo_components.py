@@ -10,13 +10,15 @@ registered through :mod:`occo.util.factory` and built with ``instantiate``,
 and the api's polling loop.
 """
 
+import subprocess
+import sys
 import threading
 
 import pytest
 
 import occo.util.communication as comm
 import occo.util.factory as factory
-from conftest import JOIN_TIMEOUT, Collector, running_consumer
+from conftest import JOIN_TIMEOUT, Collector, amqp_config, raw_channel, running_consumer
 
 
 # -- the components' own classes -------------------------------------------------
@@ -258,3 +260,36 @@ def test_api_polls_the_infrastructure_state_until_ready(config):
                 seen.append(rpc.push_message(InfoProviderRequest(
                     'infrastructure.state', infra_id='i1')))
     assert seen == ['pending', 'pending', 'ready']
+
+
+# -- use without ``with`` ----------------------------------------------------------
+
+def test_remote_provider_stub_without_with_as_the_original_wrote_it(config):
+    """RemoteProviderStub kept ``comm.RPCProducer(**rpc_config)`` in an
+    attribute and called it, never entering it."""
+    cfg = config(rpc_timeout=JOIN_TIMEOUT)
+    with running_consumer(provider_skeleton, pkwargs={'provider': InfoProvider()}, **cfg):
+        stub = RemoteProviderStub(comm.RPCProducer(**cfg))
+        try:
+            assert stub.get('node.count') == 3
+        finally:
+            stub.rpc.close()
+
+
+@pytest.mark.broker
+def test_messages_pushed_without_with_are_confirmed_when_the_program_ends(tmp_path):
+    """An asynchronous producer never closed is closed at exit, which waits
+    for the broker's confirms: nothing pushed is lost."""
+    cfg = amqp_config(durable=False)
+    with raw_channel() as channel:
+        channel.queue_declare(cfg['queue'], durable=False)
+    script = tmp_path / 'producer.py'
+    script.write_text(
+        'import occo.util.communication as comm\n'
+        'producer = comm.AsynchronProducer(**{!r})\n'
+        'for i in range(500):\n'
+        '    producer.push_message({{"i": i, "pad": "x" * 1000}})\n'.format(cfg))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=JOIN_TIMEOUT * 6)
+    with raw_channel() as channel:
+        declared = channel.queue_declare(cfg['queue'], passive=True)
+    assert declared.method.message_count == 500

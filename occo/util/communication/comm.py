@@ -21,11 +21,13 @@ around its connection: ``__enter__`` connects and returns the object,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import Any, Optional, TypeVar, Union
@@ -86,8 +88,20 @@ class _Role(MultiBackend, abstract=False):
     entry_point_group = 'occo.communication.backends'
 
     # -- resource state -------------------------------------------------
+    #: ``_opened``, ``_closed`` and ``_opened_on_use`` change only under
+    #: ``_lifecycle``; the fast path of :meth:`_check_open` reads the first
+    #: two without it (a stale read only sends it to the locked path).
     _opened = False
     _closed = False
+    #: Set when a call outside a ``with`` block opened the object.
+    _opened_on_use = False
+    _lifecycle: threading.RLock
+    _close_at_exit: _CloseAtExit
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        role = super().__new__(cls, *args, **kwargs)
+        role._lifecycle = threading.RLock()
+        return role
 
     def __enter__(self: _RoleT) -> _RoleT:
         self.open()
@@ -104,27 +118,49 @@ class _Role(MultiBackend, abstract=False):
         :raises CommunicationError: when the connection cannot be made.
         :raises ClosedError: when the object was closed already.
         """
-        if self._closed:
-            raise ClosedError('{} is closed; create a new one'.format(
-                type(self).__name__))
-        if not self._opened:
-            self._open()
-            self._opened = True
+        with self._lifecycle:
+            if self._closed:
+                raise ClosedError('{} is closed; create a new one'.format(
+                    type(self).__name__))
+            if not self._opened:
+                self._open()
+                self._opened = True
 
     def close(self) -> None:
         """Release the connection. Safe to call several times."""
-        if self._opened and not self._closed:
-            try:
-                self._close()
-            finally:
-                self._closed = True
-        self._closed = True
+        with self._lifecycle:
+            if self._opened_on_use:
+                atexit.unregister(self._close_at_exit)
+            if self._opened and not self._closed:
+                try:
+                    self._close()
+                finally:
+                    self._closed = True
+            self._closed = True
 
     def _check_open(self) -> None:
-        if not self._opened or self._closed:
-            raise ClosedError(
-                '{} is not connected: use it inside its context, '
-                '"with obj: obj.push_message(...)"'.format(type(self).__name__))
+        """Make sure the object is connected before it is used.
+
+        Outside a ``with`` block, as the original code used the roles, the
+        first call connects, and the connection stays open until
+        :meth:`close` (or the end of the program, which closes it: an
+        asynchronous producer waits there for its confirms).
+
+        :raises ClosedError: after :meth:`close`.
+        """
+        if self._opened and not self._closed:
+            return
+        with self._lifecycle:
+            if self._closed:
+                raise ClosedError(
+                    '{} is closed: use it inside its context, "with obj: '
+                    'obj.push_message(...)", or create a new one'.format(
+                        type(self).__name__))
+            if not self._opened:
+                self.open()
+                self._opened_on_use = True
+                self._close_at_exit = _CloseAtExit(self)
+                atexit.register(self._close_at_exit)
 
     def _open(self) -> None:
         """Backend hook: acquire the connection."""
@@ -134,6 +170,22 @@ class _Role(MultiBackend, abstract=False):
 
 
 _RoleT = TypeVar('_RoleT', bound=_Role)
+
+
+class _CloseAtExit:
+    """Closes a role opened outside a ``with`` block when the program ends;
+    holds it weakly, so it does not keep the object alive."""
+
+    def __init__(self, role: _Role) -> None:
+        self._role = weakref.ref(role)
+
+    def __call__(self) -> None:
+        role = self._role()
+        if role is not None:
+            try:
+                role.close()
+            except Exception as e:   # at exit there is no caller to tell
+                log.warning('Closing %s at exit failed: %s', type(role).__name__, e)
 
 #: Entry-point group through which other distributions add backends: the
 #: entry point's name is the protocol, its value the module that registers it.
@@ -258,6 +310,8 @@ class EventDrivenConsumer(_Role, abstract=True):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self._opened_on_use:   # start_consuming opened it: close it
+                self.close()
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info('SIGTERM: finishing the current message, then stopping')
