@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 import occo.util.config as config
+import occo.util.config.tags as config_tags
 from occo.util.config import (Config, DefaultConfig, DefaultYAMLConfig,
-                              YAMLLoader, mask_secrets, yaml_load_safe)
+                              mask_secrets)
 from occo.util.exceptions import ConfigurationError
 
 MQCONFIG = {
@@ -124,50 +125,6 @@ def test_default_yaml_config_refuses_python_object_tag(tmp_path):
     assert not marker.exists()
 
 
-def test_yaml_import_loads_relative_path_next_to_including_file(tmp_path):
-    (tmp_path / 'conf').mkdir()
-    (tmp_path / 'conf' / 'mq.yaml').write_text(yaml.safe_dump(MQCONFIG))
-    main = tmp_path / 'conf' / 'main.yaml'
-    main.write_text('mqconfig: !yaml_import mq.yaml\n')
-
-    with open(main) as f:
-        cfg = DefaultYAMLConfig(f)
-
-    assert cfg.mqconfig == MQCONFIG
-
-
-def test_yaml_import_accepts_file_url(tmp_path):
-    (tmp_path / 'mq.yaml').write_text('host: x\n')
-    text = 'mqconfig: !yaml_import file://{}\n'.format(tmp_path / 'mq.yaml')
-
-    assert yaml_load_safe(text) == {'mqconfig': {'host': 'x'}}
-
-
-def test_yaml_import_missing_file_names_including_file_and_line(tmp_path):
-    main = tmp_path / 'main.yaml'
-    main.write_text('a: 1\nb: !yaml_import nowhere.yaml\n')
-
-    with pytest.raises(ConfigurationError,
-                       match=r'main\.yaml, line 2.*nowhere\.yaml'):
-        with open(main) as f:
-            yaml_load_safe(f)
-
-
-def test_yaml_import_circular_raises(tmp_path):
-    main = tmp_path / 'main.yaml'
-    main.write_text('a: !yaml_import main.yaml\n')
-
-    with pytest.raises(ConfigurationError, match='circular'):
-        with open(main) as f:
-            yaml_load_safe(f)
-
-
-def test_yaml_import_tag_is_not_added_to_pyyaml_loaders():
-    assert '!yaml_import' in YAMLLoader.yaml_constructors
-    assert '!yaml_import' not in yaml.SafeLoader.yaml_constructors
-    assert '!yaml_import' not in yaml.Loader.yaml_constructors
-
-
 def test_repr_masks_nested_password(config_file):
     with open(config_file) as f:
         cfg = DefaultYAMLConfig(f)
@@ -223,5 +180,9 @@ def test_mask_secrets_masks_every_password_of_several_urls_in_one_string():
     assert masked.startswith('amqp://a:***@')
 
 
-def test_config_module_examples_run():
-    assert doctest.testmod(config).failed == 0
+@pytest.mark.parametrize('module', [config, config_tags])
+def test_config_module_examples_run(module):
+    results = doctest.testmod(module)
+
+    assert results.attempted > 0
+    assert results.failed == 0

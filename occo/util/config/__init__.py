@@ -3,23 +3,31 @@
 
 Load a configuration file; its top-level keys become attributes::
 
-    with open('config.yaml') as f:
-        cfg = DefaultYAMLConfig(f)
+    cfg = DefaultYAMLConfig('config.yaml')  # a path, an open file or YAML text
     cfg.parse_args()            # optional: command-line overrides
     with comm.RPCProducer(**cfg.mqconfig) as rpc:
         ...
 
 YAML is only ever read by :class:`YAMLLoader`, a safe loader: it builds plain
 data (mappings, lists, strings, numbers...), never Python objects, so a tag
-such as ``!!python/object/apply`` is an error, not a function call. It adds one
-tag, ``!yaml_import``, that replaces a node with the content of another YAML
-file::
+such as ``!!python/object/apply`` is an error, not a function call. Two tags
+put another file in place of a node (see :ref:`config-imports`)::
 
-    mqconfig: !yaml_import mq.yaml        # relative to this file
-    auth: !yaml_import file:///etc/occo/auth.yaml
+    mqconfig: !yaml_import mq.yaml            # relative to this file
+    auth: !yaml_import {url: 'file:///etc/occo/auth.yaml'}
+    motd: !text_import motd.txt               # the text, not parsed
+
+An application that builds objects from its configuration adds its own tags
+to :class:`YAMLLoader` (and to no other loader) with :func:`register_tag`.
 
 ``repr()`` of a configuration masks passwords (see :func:`mask_secrets`), so a
 configuration can be shown without leaking credentials.
+
+The parts: ``occo.util.config.loader`` (the loader, and YAML errors turned
+into :exc:`~occo.util.exceptions.ConfigurationError`),
+``occo.util.config.imports`` (the import tags), ``occo.util.config.tags``
+(application tags); this module holds the configuration classes. Import
+every name from ``occo.util.config``.
 """
 
 from __future__ import annotations
@@ -27,21 +35,25 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, Optional, Union, cast
-
-import yaml
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..exceptions import ConfigurationError
+from .loader import YAMLLoader, YAMLSource, yaml_load_file, yaml_load_safe
+from .tags import register_tag, unregister_tag
 
 __all__ = ['Config', 'DefaultConfig', 'DefaultYAMLConfig', 'YAMLLoader',
-           'yaml_load_safe', 'mask_secrets']
+           'yaml_load_safe', 'yaml_load_file', 'register_tag', 'unregister_tag',
+           'mask_secrets']
 
 _MASK = '***'
 _KIND = {dict: 'a mapping', list: 'a list', str: 'a string', int: 'an integer',
          float: 'a number', bool: 'a boolean', bytes: 'binary data'}
 
-#: What YAML can be read from: the text itself, or a file open for reading.
-_YAMLSource = Union[str, bytes, IO[str], IO[bytes]]
+#: What :class:`DefaultYAMLConfig` reads: a path, YAML text, or an open file.
+_ConfigSource = Union[YAMLSource, 'os.PathLike[str]']
+#: A one-line string is YAML text, not a path, when it starts with one of
+#: these (a flow collection, a comment); see _names_a_file.
+_YAML_STARTS = ('{', '[', '#')
 
 
 def mask_secrets(obj: Any) -> Any:
@@ -101,94 +113,6 @@ def _is_password_key(key: object) -> bool:
     return isinstance(key, str) and key.lower().endswith('password')
 
 
-if TYPE_CHECKING:  # CSafeLoader has SafeLoader's API, but is not a subclass
-    _SafeLoaderBase = yaml.SafeLoader
-else:
-    _SafeLoaderBase = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
-
-
-class YAMLLoader(_SafeLoaderBase):
-    """Safe YAML loader with the ``!yaml_import`` tag.
-
-    It is :class:`yaml.SafeLoader` (the C implementation when available);
-    the tag is registered on this class only, never on PyYAML's own loaders.
-
-    :param stream: a string or an open file.
-    :param base_dir: directory against which ``!yaml_import`` resolves
-        relative paths; ``None`` means the current directory.
-    """
-
-    def __init__(self, stream: _YAMLSource, base_dir: Optional[str] = None,
-                 _importing: tuple[str, ...] = ()) -> None:
-        super().__init__(stream)
-        self.base_dir = base_dir
-        self._importing = _importing
-
-    def construct_yaml_import(self, node: yaml.ScalarNode) -> Any:
-        """Load the file named by the scalar *node* (a path or ``file://``)."""
-        url = self.construct_scalar(node)
-        path = url[len('file://'):] if url.startswith('file://') else url
-        path = os.path.abspath(os.path.join(self.base_dir or '', path))
-        if path in self._importing:
-            raise yaml.constructor.ConstructorError(
-                None, None, 'circular !yaml_import of {}'.format(path),
-                node.start_mark)
-        try:
-            with open(path, encoding='utf-8') as stream:
-                return _load(stream, path, self._importing)
-        except OSError as e:
-            raise yaml.constructor.ConstructorError(
-                None, None, 'cannot !yaml_import {}: {}'.format(
-                    path, e.strerror), node.start_mark) from e
-
-
-YAMLLoader.add_constructor('!yaml_import', YAMLLoader.construct_yaml_import)
-
-
-def yaml_load_safe(stream_or_string: _YAMLSource, name: Optional[str] = None) -> Any:
-    """Parse one YAML document with :class:`YAMLLoader`.
-
-    ``!yaml_import`` reads local files, so use this for configuration, not
-    for data received from others.
-
-    :param stream_or_string: YAML text, or a file open for reading.
-    :param name: the file name to show in errors and against which
-        ``!yaml_import`` resolves relative paths; defaults to the stream's
-        ``name``, or ``'<string>'`` (relative to the current directory).
-    :returns: the plain data in the document; ``None`` if it is empty.
-    :raises ConfigurationError: when the document cannot be parsed, uses a
-        tag that is not allowed, or imports a file that cannot be loaded.
-        The message names the file and the line.
-    """
-    if name is None:
-        name = getattr(stream_or_string, 'name', None)
-    return _load(stream_or_string, name if isinstance(name, str) else None,
-                 ())
-
-
-def _load(stream_or_string: _YAMLSource, name: Optional[str],
-          importing: tuple[str, ...]) -> Any:
-    path = os.path.abspath(name) if name else None
-    loader = YAMLLoader(stream_or_string, path and os.path.dirname(path),
-                        importing + (path,) if path else importing)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as e:
-        raise ConfigurationError(_describe(e, name or '<string>')) from e
-    finally:
-        loader.dispose()
-
-
-def _describe(error: yaml.YAMLError, name: str) -> str:
-    mark = getattr(error, 'problem_mark', None)
-    if mark is None:  # e.g. a control character: no line to show
-        return 'cannot parse {}: {}'.format(name, str(error).splitlines()[0])
-    # Only a MarkedYAMLError has a problem_mark.
-    return 'cannot parse {}, line {}, column {}: {}'.format(
-        name, mark.line + 1, mark.column + 1,
-        cast(yaml.MarkedYAMLError, error).problem)
-
-
 class Config:
     """Configuration values, held as attributes.
 
@@ -241,11 +165,9 @@ class DefaultConfig(Config):
             defaults = {}
         if not isinstance(defaults, Mapping):
             kind = _KIND.get(type(defaults), 'a ' + type(defaults).__name__)
-            hint = ' (pass an open file, not its path)' if kind == (
-                'a string') else ''
             raise ConfigurationError(
                 '{}: the top level must be a mapping of keys to values, '
-                'got {}{}'.format(source, kind, hint))
+                'got {}'.format(source, kind))
         for key in defaults:
             if (not isinstance(key, str) or key.startswith('_')
                     or hasattr(type(self), key)):
@@ -295,18 +217,69 @@ class DefaultYAMLConfig(DefaultConfig):
     >>> cfg.mqconfig
     {'protocol': 'memory'}
 
-    :param stream_or_string: a file open for reading, or YAML text. The
+    *source* is one of:
+
+    * a path: an :class:`os.PathLike` (such as :class:`pathlib.Path`), or a
+      :class:`str` that names a file;
+    * a file open for reading (text or binary);
+    * YAML text, as :class:`str` or :class:`bytes`.
+
+    A :class:`str` is told apart by this rule, first match wins:
+
+    1. a string with a line break is YAML text;
+    2. a string that names an existing file is a path;
+    3. a string that holds ``': '`` (as a mapping does), ends with ``':'``,
+       starts with ``{``, ``[`` or ``#``, or is blank, is YAML text;
+    4. any other string (``'config.yaml'``, ``'etc/occo'``) is a path, and
+       a :exc:`~occo.util.exceptions.ConfigurationError` says "no such
+       configuration file" when nothing is there.
+
+    So ``'mqconfig: !yaml_import mq.yaml'`` is YAML text and
+    ``'mq.yaml'`` a path; to load a file whose name looks like YAML, pass a
+    :class:`pathlib.Path`.
+
+    :param source: a path, a file open for reading, or YAML text. The
         document must be a mapping, or empty.
     :param cfg_path: the file name shown in errors and used to resolve
-        ``!yaml_import``; defaults to the stream's ``name``.
+        ``!yaml_import``; defaults to the path, or the stream's ``name``.
     :param parser_kwargs: passed to :class:`argparse.ArgumentParser`.
-    :raises ConfigurationError: when the YAML cannot be loaded (see
-        :func:`yaml_load_safe`) or its top level is not a mapping.
+    :raises ConfigurationError: when the file does not exist or cannot be
+        read, the YAML cannot be loaded (see :func:`yaml_load_safe`) or its
+        top level is not a mapping.
+    :raises TypeError: when *source* is none of the above.
+
+    Later OCCO code passed a path (``DefaultYAMLConfig(util.rel_to_file(
+    'test.yaml'))``), earlier code an open file; both work.
     """
 
-    def __init__(self, stream_or_string: _YAMLSource, cfg_path: Optional[str] = None,
+    def __init__(self, source: _ConfigSource, cfg_path: Optional[str] = None,
                  **parser_kwargs: Any) -> None:
-        name = cfg_path or getattr(stream_or_string, 'name', None)
-        name = name if isinstance(name, str) else None
-        super().__init__(yaml_load_safe(stream_or_string, name),
-                         name or '<string>', **parser_kwargs)
+        name: Optional[str]
+        if isinstance(source, os.PathLike) or (
+                isinstance(source, str) and _names_a_file(source)):
+            path = os.fsdecode(source)
+            name = cfg_path or path
+            defaults = yaml_load_file(path, name)
+        elif isinstance(source, (str, bytes)) or hasattr(source, 'read'):
+            stream_name = getattr(source, 'name', None)
+            name = cfg_path or (stream_name if isinstance(stream_name, str) else None)
+            defaults = yaml_load_safe(source, name)
+        else:
+            raise TypeError('DefaultYAMLConfig reads a path, an open file or '
+                            'YAML text, not {}'.format(type(source).__name__))
+        super().__init__(defaults, name or '<string>', **parser_kwargs)
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether the string *text* given to DefaultYAMLConfig is a path.
+
+    The rule is the one DefaultYAMLConfig's docstring states.
+    """
+    if '\n' in text or '\r' in text:
+        return False
+    if os.path.isfile(text):
+        return True
+    stripped = text.strip()
+    looks_like_yaml = (not stripped or ': ' in stripped or stripped.endswith(':')
+                       or stripped.startswith(_YAML_STARTS))
+    return not looks_like_yaml
