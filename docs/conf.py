@@ -13,9 +13,14 @@ are ignored (``nitpick_ignore_regex``) instead of failing the build. Set
 ``OCCO_DOCS_ONLINE=1`` to fetch the missing inventories from the web.
 """
 
+import importlib
 import os
 import re
 import sys
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -31,6 +36,11 @@ extensions = ['sphinx.ext.autodoc', 'sphinx.ext.intersphinx']
 
 exclude_patterns = ['_build', '_inventories', 'examples']
 html_theme = 'alabaster'
+# Room for full module names in the sidebar, and for code lines of about 90
+# characters; _static/occo.css wraps what is still longer.
+html_theme_options = {'page_width': '1120px', 'sidebar_width': '290px'}
+html_static_path = ['_static']
+html_css_files = ['occo.css']
 autodoc_member_order = 'bysource'
 autodoc_default_options = {'show-inheritance': True}
 nitpicky = True
@@ -84,16 +94,33 @@ nitpick_ignore += [
 # threading.Lock is documented as a factory; annotations name its type.
 nitpick_ignore += [('py:class', '_thread.allocate_lock')]
 
-# Private helper classes named in type annotations: they are not part of
-# the documented API, so they have no page to link to.
-nitpick_ignore += [
-    ('py:class', 'occo.util.communication.comm._Role'),
-    ('py:class', 'occo.util.communication.memory._Message'),
-    ('py:class', 'occo.util.communication.memory._Queue'),
-]
+# Private helpers named in type annotations (``comm._Role``, a module's
+# ``_T`` type variable): they are not part of the documented API, so they
+# have no page to link to.
+nitpick_ignore_regex += [(r'py:class', r'occo\.(\w+\.)*_\w+')]
 
 
 # -- autodoc hooks ------------------------------------------------------------
+#: The signatures of the three roles. Their ``__new__`` picks the backend
+#: class from ``protocol`` and takes ``(*args, **kwargs)``, which hides the
+#: real parameters from introspection, so they are given here by hand.
+_ROLE_SIGNATURES = {
+    'occo.util.communication.comm.AsynchronProducer': '(*, protocol, **config)',
+    'occo.util.communication.comm.RPCProducer': '(*, protocol, **config)',
+    'occo.util.communication.comm.EventDrivenConsumer':
+        '(processor, pargs=(), pkwargs=None, cancel_event=None, *, protocol, '
+        '**config)',
+}
+
+
+def _role_signature(app, what, name, obj, options, signature,
+                    return_annotation):
+    """Show a role's real parameters (see :data:`_ROLE_SIGNATURES`)."""
+    if what == 'class' and name in _ROLE_SIGNATURES:
+        return _ROLE_SIGNATURES[name], None
+    return None
+
+
 def _public_bases(app, name, obj, options, bases):
     """Show public classes as bases: a private base (``_Role``) is replaced
     by its own bases, so no link points at an undocumented class."""
@@ -170,7 +197,34 @@ def _resolve_as_python_does(app, env, node, contnode):
         contnode)
 
 
+class ExportedNames(SphinxDirective):
+    """``.. exported-names:: package``: what ``package.__all__`` exports.
+
+    One line per module that defines some of the names, each name linked to
+    where it is documented. The list follows ``__all__``, so the facade's
+    page cannot fall behind what ``import`` gives.
+    """
+
+    required_arguments = 1
+
+    def run(self):
+        package = importlib.import_module(self.arguments[0])
+        by_module = {}
+        for name in package.__all__:
+            obj = getattr(package, name)
+            by_module.setdefault(obj.__module__, []).append(
+                ':py:obj:`~{}.{}`'.format(obj.__module__, obj.__qualname__))
+        lines = ['* from :mod:`{}`: {}'.format(module, ', '.join(names))
+                 for module, names in by_module.items()]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, self.get_source_info()[0]),
+                                self.content_offset, container)
+        return container.children
+
+
 def setup(app):
+    app.add_directive('exported-names', ExportedNames)
     app.connect('autodoc-process-bases', _public_bases)
+    app.connect('autodoc-process-signature', _role_signature)
     app.connect('missing-reference', _resolve_as_python_does)
     app.connect('autodoc-process-docstring', _widen_simple_tables)

@@ -2,14 +2,17 @@
 """The ``occo-comm`` command line, driven as a user drives it.
 
 Every test runs ``python -m occo.util.communication`` in a subprocess, with
-a timeout. Tests marked ``broker`` talk to the RabbitMQ of ``conftest`` on
-queues named with a uuid, deleted afterwards; the others need no broker.
+a timeout; where a component is the other side, the test talks to the
+command through the library. Tests marked ``broker`` talk to the RabbitMQ
+of ``conftest`` on queues named with a uuid, deleted afterwards; the others
+need no broker.
 """
 
 import contextlib
 import json
 import os
 import queue as queue_module
+import re
 import signal
 import socket
 import subprocess
@@ -19,11 +22,15 @@ import time
 import uuid
 
 import pika
+import pika.exceptions
 import pytest
 
 from conftest import BROKER_HOST, BROKER_PORT
 
+import occo.util.communication as comm
 from occo.util.communication import __version__
+from occo.util.communication.cli import DEFAULT_QUEUE
+from occo.util.exceptions import CriticalError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROKER_URL = 'amqp://guest:guest@{}:{}/'.format(BROKER_HOST, BROKER_PORT)
@@ -233,6 +240,34 @@ def test_cli_check_on_memory_backend_is_configuration_error(tmp_path):
     assert proc.stderr.startswith("error: check needs a RabbitMQ broker")
 
 
+@pytest.mark.parametrize('args', [
+    ['--url', '{url}', 'push', 'message'],
+    ['push', '--url', '{url}', 'message'],
+    ['-v', '--url', '{url}', '--queue', 'q', '--json', 'push', 'message'],
+])
+def test_cli_shared_options_work_before_and_after_the_command(args):
+    port = unused_port()
+    url = 'amqp://guest:guest@127.0.0.1:{}/'.format(port)
+    proc = occo_comm(*[arg.format(url=url) for arg in args])
+    assert proc.returncode == 3, proc.stderr
+    error = proc.stderr.splitlines()[-1]
+    assert error.startswith('error: connection refused by')
+    assert '127.0.0.1:{},'.format(port) in error
+
+
+def test_cli_demo_refuses_queue_given_before_the_command():
+    proc = occo_comm('--queue', 'mine', 'demo')
+    assert proc.returncode == 2
+    assert proc.stderr == ('error: demo takes neither --queue nor --json: it '
+                           'prints its tour, on a queue of its own\n')
+
+
+def test_cli_help_says_where_shared_options_go():
+    proc = occo_comm('--help')
+    assert proc.returncode == 0
+    assert 'go before or after COMMAND' in ' '.join(proc.stdout.split())
+
+
 def test_cli_environment_url_is_used_without_url_option():
     env = cli_env(OCCO_AMQP_URL='amqp://guest:guest@127.0.0.1:{}/'.format(
         unused_port()))
@@ -378,6 +413,71 @@ def test_cli_config_file_wins_over_environment(queue, tmp_path):
                      '--count', '1', env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == 'from config\n'
+
+
+@pytest.mark.broker
+def test_cli_option_after_the_command_wins_over_the_same_before(queue):
+    refused = 'amqp://guest:guest@127.0.0.1:{}/'.format(unused_port())
+    proc = occo_comm('--url', refused, '--queue', 'not-this-' + queue, 'push',
+                     '--url', BROKER_URL, '--queue', queue, '--json', 'm')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {'pushed': 1, 'queue': queue}
+
+
+@pytest.mark.broker
+def test_cli_consume_without_echo_prints_and_refuses_rpc_with_405(queue):
+    with consumer('--queue', queue, '--count', '1') as running:
+        assert 'RPC requests are refused' in ''.join(running.stderr)
+        with comm.RPCProducer(protocol='amqp', host=BROKER_HOST,
+                              port=BROKER_PORT, queue=queue,
+                              rpc_timeout=TIMEOUT) as rpc:
+            with pytest.raises(CriticalError, match='does not answer RPC '
+                               'requests: start it with --echo') as refused:
+                rpc.push_message('anyone?')
+        assert running.finish() == 0
+    assert refused.value.http_code == 405
+    assert running.out == 'anyone?\n'
+
+
+@pytest.mark.broker
+def test_cli_rpc_reports_the_refusal_of_consume_without_echo(queue):
+    with consumer('--queue', queue, '--count', '1') as running:
+        proc = occo_comm('rpc', '--queue', queue, 'anyone?', env=broker_env())
+        assert running.finish() == 0
+    assert proc.returncode == 3
+    assert proc.stderr == (
+        'error: occo-comm consume on {!r} prints messages and does not answer '
+        'RPC requests: start it with --echo or --processor MODULE:FUNCTION '
+        '(code 405)\n'.format(queue))
+
+
+def queue_exists(name):
+    """Whether the broker has a queue ``name`` (a passive declare)."""
+    params = pika.ConnectionParameters(BROKER_HOST, BROKER_PORT)
+    with contextlib.closing(pika.BlockingConnection(params)) as connection:
+        try:
+            connection.channel().queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code != 404:
+                raise
+            return False
+    return True
+
+
+@pytest.mark.broker
+def test_cli_check_without_queue_leaves_no_queue_on_the_broker():
+    params = pika.ConnectionParameters(BROKER_HOST, BROKER_PORT)
+    with contextlib.closing(pika.BlockingConnection(params)) as connection:
+        connection.channel().queue_delete(DEFAULT_QUEUE)  # left by older versions
+    proc = occo_comm('check', env=broker_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = step_lines(proc.stdout)
+    assert {status for status, _ in steps.values()} == {'ok'}
+    temporary = [re.search(r"temporary queue '([^']+)'", steps[name][1]).group(1)
+                 for name in ('declare', 'publish')]
+    assert temporary[0].startswith('amq.gen-')
+    for name in [DEFAULT_QUEUE] + temporary:
+        assert not queue_exists(name), name
 
 
 @pytest.mark.broker

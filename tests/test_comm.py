@@ -29,7 +29,8 @@ def test_registering_a_protocol_twice_is_an_error():
 
 
 def test_register_refuses_a_class_of_another_role():
-    with pytest.raises(comm.ConfigurationError, match='MemoryAsynchronProducer.* is not a subclass of RPCProducer'):
+    with pytest.raises(comm.ConfigurationError,
+                       match='MemoryAsynchronProducer.* is not a subclass of RPCProducer'):
         comm.register(comm.RPCProducer, 'other')(memory.MemoryAsynchronProducer)
 
 

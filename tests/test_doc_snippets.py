@@ -10,6 +10,7 @@ Shell commands and printed output do not parse as Python and are skipped.
 """
 
 import ast
+import logging
 import pathlib
 import re
 
@@ -69,8 +70,25 @@ def test_the_pages_have_samples():
     assert len(SAMPLES) >= 5
 
 
+@pytest.fixture
+def logging_restored():
+    """A sample may configure logging, as an application does (the
+    Logging section quiets pika): undo it for the tests that follow."""
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    levels = {name: logger.level for name, logger
+              in logging.root.manager.loggerDict.items()
+              if isinstance(logger, logging.Logger)}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
+
+
 @pytest.mark.parametrize('kind, text', SAMPLES)
-def test_sample_runs(kind, text, tmp_path, monkeypatch):
+def test_sample_runs(kind, text, tmp_path, monkeypatch, logging_restored):
     if kind == 'yaml':
         config = yaml_load_safe(text)
         assert isinstance(config, dict)

@@ -4,13 +4,17 @@
 Each example runs as its own process (``sys.executable``, from a temporary
 directory, with the repository root on ``PYTHONPATH``), as a user would run
 it. The broker examples use the queue of ``docs/examples/config.yaml``,
-which the ``example_queue`` fixture deletes before and after each test.
+which the ``example_queue`` fixture deletes before and after each test;
+the Quickstart's RabbitMQ run uses the queue its page names, which
+``quickstart_queue`` deletes likewise.
 """
 
 import contextlib
 import doctest
 import os
+import pathlib
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -182,12 +186,36 @@ def test_producer_example_pushes_the_message(example_queue, tmp_path):
 
 
 @pytest.mark.broker
-def test_producer_example_warns_about_the_exhange_typo(example_queue,
-                                                       tmp_path):
+def test_producer_example_runs_without_warnings(example_queue, tmp_path):
     result = run_example(example('producer.py'), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == 'sent: test message\n'
+    assert result.stderr == ''
+
+
+@pytest.mark.broker
+def test_original_config_works_and_warns_about_the_exhange_typo(
+        example_queue, tmp_path):
+    # producer.py reads config.yaml beside it: give it the original's.
+    shutil.copy(example('producer.py'), tmp_path)
+    shutil.copy(example('original_config.yaml'), tmp_path / 'config.yaml')
+    result = run_example(str(tmp_path / 'producer.py'), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == 'sent: test message\n'
     assert result.stderr.splitlines() == [UNKNOWN_KEY_WARNING]
+    with broker_channel() as channel:
+        method, properties, body = channel.basic_get(example_queue,
+                                                     auto_ack=True)
+    assert body == b'test message'
+
+
+def test_original_config_differs_from_the_examples_only_by_the_typo():
+    def settings(name):
+        with open(example(name)) as f:
+            return [line for line in f if not line.startswith('#')]
+    fixed = [line.replace('exhange', 'exchange')
+             for line in settings('original_config.yaml')]
+    assert fixed == settings('config.yaml')
 
 
 @pytest.mark.broker
@@ -270,3 +298,58 @@ def test_configuration_page_doctests_pass():
         module_relative=False, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0
     assert results.failed == 0
+
+
+# -- the Quickstart ----------------------------------------------------------
+QUICKSTART_OUTPUT = [
+    'received: hello',
+    "received: {'add': [1, 2, 3]}",
+    'result: 6',
+]
+
+
+def quickstart_amqp_config_line():
+    """The configuration line the Quickstart tells the reader to use for
+    RabbitMQ (the local broker, as for the other examples)."""
+    page = pathlib.Path(ROOT, 'docs', 'quickstart.rst').read_text()
+    lines = re.findall(r"^ +(config = \{'protocol': 'amqp'.*)$", page, re.M)
+    assert len(lines) == 1, lines
+    return lines[0].strip()
+
+
+@pytest.fixture
+def quickstart_queue():
+    """The queue of the Quickstart's RabbitMQ run, absent before and after."""
+    name = re.search(r"'queue': '([^']+)'",
+                     quickstart_amqp_config_line()).group(1)
+    with broker_channel() as channel:
+        channel.queue_delete(name)
+    yield name
+    with broker_channel() as channel:
+        channel.queue_delete(name)
+
+
+def test_quickstart_example_runs_on_the_memory_backend(tmp_path):
+    result = run_example(example('quickstart.py'), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == QUICKSTART_OUTPUT
+    assert result.stderr == ''
+
+
+@pytest.mark.broker
+def test_quickstart_example_runs_on_rabbitmq_with_the_documented_line(
+        quickstart_queue, tmp_path):
+    with open(example('quickstart.py')) as f:
+        code = f.read()
+    memory_line = "config = {'protocol': 'memory', 'queue': 'quickstart'}"
+    assert memory_line in code
+    script = tmp_path / 'quickstart.py'
+    script.write_text(code.replace(memory_line, quickstart_amqp_config_line()))
+    result = run_example(str(script), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == QUICKSTART_OUTPUT
+    # It logs at INFO level: pika's ~15 lines per connection are quieted.
+    assert result.stderr == ''
+    with broker_channel() as channel:
+        declared = channel.queue_declare(quickstart_queue, passive=True)
+    assert declared.method.message_count == 0

@@ -8,8 +8,8 @@ timeouts so a failure cannot hang the suite, and the queues are deleted
 afterwards. ``test_async`` publishes while its consumer thread starts: the
 original ran against a broker that held its queues from earlier runs, and
 so does the port (a fixture declares them first); on an empty broker the
-message could be published before any queue takes it. The objects are used as the original used them: without
-``with`` blocks.
+message could be published before any queue takes it. The objects are used
+as the original used them: without ``with`` blocks.
 """
 
 import logging

@@ -22,7 +22,8 @@ with comm.RPCProducer(rpc_timeout=5, **cfg.mqconfig) as rpc:
         retval = rpc.push_message(cfg.message)
     except CommunicationError as e:
         print('communication failed:', e)      # includes RPCTimeoutError
-    except ApplicationError as e:
-        print('the server failed:', e)         # the processor raised
+    except ApplicationError as e:                # the processor raised
+        print('the server failed: {}: {}'.format(e.remote_type,
+                                                 e.remote_message))
     else:
         print('result:', retval)

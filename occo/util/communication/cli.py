@@ -17,10 +17,13 @@ Commands
 ``occo-comm consume``
     Print each message as it arrives, one a line (``--json``: one JSON object
     a line, with the fields ``n``, ``queue``, ``message`` and, when
-    answering, ``result`` or ``error``). RPC callers get ``null`` unless
-    ``--echo`` sends the message back, or ``--processor module:function``
-    calls ``function(message)`` for every message (the current directory
-    is importable) and sends its result, or its exception, to RPC callers.
+    answering, ``result`` or ``error``). ``--echo`` sends each message back
+    to its RPC caller; ``--processor module:function`` calls
+    ``function(message)`` for every message (the current directory is
+    importable) and sends its result, or its exception, to RPC callers.
+    Without either, it only prints: an RPC caller gets a
+    :class:`~occo.util.exceptions.CriticalError` (405) saying so, not a
+    ``None`` that looks like an answer.
     ``--count N`` stops after N messages; messages received ahead go back to
     the queue. Ctrl-C and SIGTERM stop it cleanly (status 0). It writes
     ``consuming QUEUE ...`` on standard error once the queue is declared:
@@ -29,10 +32,12 @@ Commands
     Connect, declare, publish and consume step by step and report each step
     (``dns``, ``tcp``, ``tls``, ``auth``, ``vhost``, ``declare``,
     ``publish``, ``consume``) as ``ok``, ``FAIL`` with the reason, or
-    ``skip``; see :mod:`~occo.util.communication.diagnose`. Like any
-    producer, it declares the configured queue (creating it if missing);
-    the probe message goes through a temporary queue. ``--timeout S``
-    (default 5) bounds each step. Status 0 when no step failed, else 3.
+    ``skip``; see :mod:`~occo.util.communication.diagnose`. With a queue
+    (``--queue`` or the configuration's), it declares it like any producer,
+    creating it if missing; without one, the ``declare`` step uses a
+    temporary queue, so the check leaves nothing on the broker. The probe
+    message goes through a temporary queue. ``--timeout S`` (default 5)
+    bounds each step. Status 0 when no step failed, else 3.
 ``occo-comm bench``
     Throughput (``-n`` messages pushed, then consumed) and RPC latency
     (p50/p99 of ``--calls`` sequential calls against an echo consumer in the
@@ -41,20 +46,28 @@ Commands
 Broker selection
 ----------------
 
+The options every command shares (``--url``, ``--config``, ``--section``,
+``--queue``, ``--json``, ``-v``) go before or after the command:
+``occo-comm --url URL push x`` and ``occo-comm push --url URL x`` are the
+same. The options of one command (``--timeout``, ``--count``...) go after it.
+
 ``--url URL`` (``amqp://user:password@host:port/vhost?heartbeat=30``, or
 ``amqps://`` for TLS) wins; then ``--config FILE`` (its ``--section``,
 ``mqconfig`` by default; with ``--url`` too, the URL replaces only the
 connection keys of the section); then the ``OCCO_AMQP_URL`` environment
 variable; then, for ``demo`` the ``memory`` backend, for the others
 ``amqp://guest:guest@127.0.0.1:5672/``. ``--queue NAME`` names the queue
-(default: the section's ``queue``, else ``occo-comm``). Passwords are never
-printed.
+(default: the section's ``queue``, else ``occo-comm``; for ``check``, a
+temporary queue). Passwords are never printed.
 
 Output and exit status
 ----------------------
 
-``--json`` prints results as JSON for scripts; ``-v`` logs at DEBUG level and
-shows tracebacks. Errors are one line on standard error, ``error: ...``.
+``--json`` prints results as JSON for scripts. Errors are one line on
+standard error, ``error: ...``. The command quiets pika's log (about 15 INFO
+lines per connection) and the consumer's own report of a failed processor,
+which ``consume`` prints itself; ``-v`` shows both, logs at DEBUG level and
+shows tracebacks.
 
 === ==========================================================================
 0   success
@@ -127,7 +140,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ApplicationError as e:
         if args.verbose and e.remote_traceback:
             sys.stderr.write(e.remote_traceback)
-        return _fail(args, 'remote {}'.format(e), EXIT_REMOTE)
+        # ApplicationError's own wording, 'Type: message': str() of a remote
+        # builtin rebuilt as its class (a ValueError too) is the message alone.
+        return _fail(args, 'remote {}'.format(ApplicationError.__str__(e)),
+                     EXIT_REMOTE)
     except CommunicationError as e:
         return _fail(args, e, EXIT_COMMUNICATION)
     except KeyboardInterrupt:
@@ -176,13 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='occo-comm', description='OCCO component communication: send, '
         'receive and diagnose messages over RabbitMQ.',
-        epilog='exit status: 0 ok, 2 usage or configuration error, '
-        '3 communication error, 4 remote application error.')
+        parents=list(_shared_parsers(before_command=True)),
+        epilog='The options shared by every command (--url, --config, '
+        '--section, --queue, --json, -v) go before or after COMMAND; the '
+        'options of one command go after it. Exit status: 0 ok, 2 usage or '
+        'configuration error, 3 communication error, 4 remote application '
+        'error.')
     parser.add_argument('--version', action='version',
                         version='%(prog)s ' + __version__)
-    parser.add_argument('-v', '--verbose', action='store_true',
-                        help='debug logging and tracebacks')
-    broker, queue, output = _common_parsers()
+    broker, queue, output = _shared_parsers(before_command=False)
     commands = parser.add_subparsers(dest='command', required=True,
                                      metavar='COMMAND')
 
@@ -212,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                      '(default: 10)')
 
     consume = command('consume', _cmd_consume, 'print messages as they '
-                      'arrive, and answer RPC requests', [broker, queue, output])
+                      'arrive; --echo or --processor answers RPC requests',
+                      [broker, queue, output])
     consume.add_argument('--count', type=_positive(int), metavar='N',
                          help='stop after N messages')
     answer = consume.add_mutually_exclusive_group()
@@ -227,36 +246,53 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar='S', help='seconds per step (default: 5)')
 
     bench_cmd = command('bench', _cmd_bench, 'measure throughput and RPC latency',
-                    [broker, queue, output])
+                        [broker, queue, output])
     bench_cmd.add_argument('-n', '--messages', type=_positive(int), default=5000,
-                       metavar='N', help='messages to push and consume '
-                       '(default: 5000)')
+                           metavar='N', help='messages to push and consume '
+                           '(default: 5000)')
     bench_cmd.add_argument('--calls', type=_positive(int), default=500,
-                       metavar='M', help='sequential RPC calls (default: 500)')
+                           metavar='M', help='sequential RPC calls (default: 500)')
     bench_cmd.add_argument('--size', type=_positive(int), default=64,
-                       metavar='BYTES', help='message size (default: 64)')
+                           metavar='BYTES', help='message size (default: 64)')
     return parser
 
 
-def _common_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser,
-                             argparse.ArgumentParser]:
+def _shared_parsers(before_command: bool) -> tuple[
+        argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The options every command shares: broker (and ``-v``), queue, output.
+
+    Each is accepted before the command (``occo-comm --url URL push x``) and
+    after it (``occo-comm push --url URL x``). The main parser holds the
+    defaults. A command's parser leaves an option it was not given unset
+    (:data:`argparse.SUPPRESS`): argparse copies everything a command's parser
+    sets over the main parser's values, so a default there would erase a value
+    given before the command. Given on both sides, the one after wins.
+
+    :param before_command: ``True`` for the main parser, ``False`` for the
+        parents of the commands' parsers.
+    """
+    def default(value: object) -> object:
+        return value if before_command else argparse.SUPPRESS
+
     broker = argparse.ArgumentParser(add_help=False)
     group = broker.add_argument_group('broker')
-    group.add_argument('--url', metavar='URL', help='amqp://user:password@'
-                       'host:port/vhost (amqps:// for TLS); default: $'
-                       + ENV_URL)
-    group.add_argument('--config', metavar='FILE',
+    group.add_argument('--url', default=default(None), metavar='URL',
+                       help='amqp://user:password@host:port/vhost (amqps:// '
+                       'for TLS); default: $' + ENV_URL)
+    group.add_argument('--config', default=default(None), metavar='FILE',
                        help='YAML configuration file')
-    group.add_argument('--section', default='mqconfig', metavar='NAME',
+    group.add_argument('--section', default=default('mqconfig'),
+                       metavar='NAME',
                        help='section of --config (default: mqconfig)')
     broker.add_argument('-v', '--verbose', action='store_true',
-                        default=argparse.SUPPRESS,
+                        default=default(False),
                         help='debug logging and tracebacks')
     queue = argparse.ArgumentParser(add_help=False)
-    queue.add_argument('--queue', metavar='NAME', help='queue (default: the '
-                       'configured one, else {})'.format(DEFAULT_QUEUE))
+    queue.add_argument('--queue', default=default(None), metavar='NAME',
+                       help='queue (default: the configured one, else {}; '
+                       'check: a temporary one)'.format(DEFAULT_QUEUE))
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument('--json', action='store_true',
+    output.add_argument('--json', action='store_true', default=default(False),
                         help='print results as JSON')
     return broker, queue, output
 
@@ -278,18 +314,24 @@ def _positive(kind: Callable[[str], _Number]) -> Callable[[str], _Number]:
 # -- configuration --------------------------------------------------------------
 @overload
 def broker_config(args: argparse.Namespace,
-                  memory_default: Literal[False] = False) -> dict[str, Any]: ...
+                  memory_default: Literal[False] = False,
+                  default_queue: Optional[str] = DEFAULT_QUEUE) -> dict[str, Any]: ...
 @overload
-def broker_config(args: argparse.Namespace,
-                  memory_default: bool) -> Optional[dict[str, Any]]: ...
-def broker_config(args: argparse.Namespace,
-                  memory_default: bool = False) -> Optional[dict[str, Any]]:
+def broker_config(args: argparse.Namespace, memory_default: bool,
+                  default_queue: Optional[str] = DEFAULT_QUEUE
+                  ) -> Optional[dict[str, Any]]: ...
+def broker_config(args: argparse.Namespace, memory_default: bool = False,
+                  default_queue: Optional[str] = DEFAULT_QUEUE
+                  ) -> Optional[dict[str, Any]]:
     """The library configuration the options and environment select.
 
     :param args: the parsed options (``url``, ``config``, ``section`` and,
         when present, ``queue``).
     :param memory_default: return ``None`` (the caller's memory backend)
         rather than :data:`DEFAULT_URL` when nothing is configured.
+    :param default_queue: the queue when neither ``--queue`` nor the
+        configuration names one; ``None`` leaves the configuration without a
+        queue (``check`` then declares nothing that outlives it).
     :returns: a new mapping, or ``None``.
     :raises UsageError: when the configuration file cannot be read.
     :raises ConfigurationError: when it has no such section.
@@ -305,8 +347,8 @@ def broker_config(args: argparse.Namespace,
     name = getattr(args, 'queue', None)
     if name:
         config.update(queue=name, routing_key=name)
-    elif not (config.get('queue') or config.get('routing_key')):
-        config.update(queue=DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE)
+    elif default_queue and not (config.get('queue') or config.get('routing_key')):
+        config.update(queue=default_queue, routing_key=default_queue)
     return config
 
 
@@ -373,6 +415,9 @@ def _parse(text: str, as_json: bool, where: str) -> Message:
 
 # -- commands ---------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.queue or args.json:
+        raise UsageError('demo takes neither --queue nor --json: it prints '
+                         'its tour, on a queue of its own')
     config = broker_config(args, memory_default=True)
     if config is None or config.get('protocol') != 'amqp':
         return run_demo(config, out=_print_line)
@@ -432,8 +477,10 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     try:
         with EventDrivenConsumer(printer, cancel_event=cancel,
                                  **config) as consumer:
-            print('consuming {!r} on {} (Ctrl-C to stop)'.format(
-                printer.queue, config['protocol']), file=sys.stderr, flush=True)
+            print('consuming {!r} on {} (Ctrl-C to stop){}'.format(
+                printer.queue, config['protocol'],
+                '' if function else '; RPC requests are refused: --echo or '
+                '--processor answers them'), file=sys.stderr, flush=True)
             consumer.start_consuming()
     except KeyboardInterrupt:
         pass
@@ -490,6 +537,29 @@ class _OutputClosed(KeyboardInterrupt):
     """Standard output is gone: stop consuming, leave the message unacked."""
 
 
+#: The status RPC callers get from ``consume`` without ``--echo`` or
+#: ``--processor``: 4xx, so the caller's :class:`CriticalError` says that
+#: asking again will not help.
+_REFUSED_RPC_CODE = 405
+
+
+def _refused_rpc(queue: Optional[str]) -> Response:
+    """The answer of ``consume`` without ``--echo`` or ``--processor``.
+
+    Such a consumer only prints messages, so it refuses an RPC request
+    clearly rather than answering ``None``. A one-way message gets no answer:
+    the return value of a processor is dropped for it, and the message is
+    acknowledged like any processed one.
+
+    :param queue: the queue consumed, named in the reason.
+    :returns: a 4xx response: the caller gets a
+        :class:`~occo.util.exceptions.CriticalError` with this reason.
+    """
+    return Response(_REFUSED_RPC_CODE, 'occo-comm consume on {!r} prints '
+                    'messages and does not answer RPC requests: start it with '
+                    '--echo or --processor MODULE:FUNCTION'.format(queue))
+
+
 class _Printer:
     """The consumer's processor: answer with ``function``, print, count."""
 
@@ -509,7 +579,7 @@ class _Printer:
         record = {'n': self.received, 'queue': self.queue, 'message': message}
         try:
             if self.function is None:
-                return None
+                return _refused_rpc(self.queue)
             record['result'] = self.function(message)
             return record['result']
         except Exception as e:
@@ -538,7 +608,9 @@ class _Printer:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = broker_config(args)
+    # Without a queue named, check declares only temporary queues: a check
+    # must not leave a queue on the broker that nobody asked for.
+    config = broker_config(args, default_queue=None)
 
     def report(step: diagnose.Step) -> None:
         if not args.json:

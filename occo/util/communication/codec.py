@@ -13,7 +13,7 @@ content type                   body
                                bytes)
 ``text/plain; charset=utf-8``  a ``str``, UTF-8 encoded
 ``application/octet-stream``   ``bytes``, as they are
-:data:`TYPED_JSON`              UTF-8 JSON of a value holding registered
+:data:`TYPED_JSON`             UTF-8 JSON of a value holding registered
                                objects, as tagged states
 none, or a YAML type           YAML, read with the *safe* loader only (the
                                original OCCO components sent YAML)

@@ -258,11 +258,13 @@ class RPCProducer(_Role, abstract=True):
 class EventDrivenConsumer(_Role, abstract=True):
     """Calls ``processor(msg, *pargs, **pkwargs)`` for each message.
 
-    Construct it as ``EventDrivenConsumer(processor, pargs=[], pkwargs={},
-    cancel_event=None, protocol=..., **config)``. For an RPC message the
-    processor's return value (or a :class:`Response`) goes back to the caller.
-    The object is a valid ``threading.Thread`` target: calling it runs
-    :meth:`start_consuming`.
+    Construct it as ``EventDrivenConsumer(processor, pargs=(), pkwargs=None,
+    cancel_event=None, protocol=..., **config)`` (``pargs`` any iterable,
+    ``pkwargs`` any mapping). For an RPC message the processor's return value
+    (or a :class:`Response`) goes back to the caller. The object is a valid
+    ``threading.Thread`` target: calling it runs :meth:`start_consuming`,
+    which connects first when the object is used outside a ``with`` block,
+    and closes it again when it returns.
     """
 
     def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),

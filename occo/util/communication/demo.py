@@ -96,7 +96,10 @@ def _tour(config: Mapping[str, Any], out: _Output) -> int:
             rpc.push_message('fail')
             ok = False
         except ApplicationError as e:
-            out('RPCProducer got the remote error: {}'.format(e))
+            # 'Type: message' as ApplicationError words it: str() of a remote
+            # builtin rebuilt as its class (a ValueError too) is the message.
+            out('RPCProducer got the remote error: {}'.format(
+                ApplicationError.__str__(e)))
         except CommunicationError as e:
             out('RPCProducer: transport failed: {}'.format(e))
             ok = False

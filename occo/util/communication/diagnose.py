@@ -16,7 +16,8 @@ step        what it does
 ``vhost``   the virtual host opens for that user
 ``declare`` the library declares the configured queue with the configured
             arguments (configure permission, or a queue that exists with
-            other arguments)
+            other arguments); with no queue configured, a temporary
+            server-named exclusive queue (configure permission)
 ``publish`` a probe message to a temporary exclusive, auto-delete queue,
             confirmed by the broker (write permission)
 ``consume`` the probe comes back from that queue (read permission)
@@ -24,10 +25,12 @@ step        what it does
 
 Once a step fails, the steps that depend on it are reported as ``skip``.
 
-The library declares only durable or transient queues, never exclusive or
-auto-delete ones, so the ``publish`` and ``consume`` probe (and the queue
-clean-up of :func:`delete_queues`) use pika directly: this module is the only
-place in the command line that does.
+A check leaves no queue behind that nobody asked for: only a configured
+queue outlives it. The library declares only durable or transient queues,
+never exclusive or auto-delete ones, so the temporary ``declare`` queue, the
+``publish`` and ``consume`` probe (and the queue clean-up of
+:func:`delete_queues`) use pika directly: this module is the only place in
+the command line that does.
 
 ``occo-comm bench`` measures through :mod:`~occo.util.communication.bench`.
 """
@@ -207,8 +210,7 @@ class _Check:
     def declare(self, host: str, port: int) -> _Outcome:
         s = self.settings
         if not s.queue:
-            self.add(SKIP, 'declare', 'no queue configured')
-            return True
+            return self.declare_temporary(host, port)
         try:
             with AsynchronProducer(**self.config):
                 pass
@@ -224,11 +226,32 @@ class _Check:
             s.queue, 'durable' if s.durable else 'transient', s.queue_type))
         return True
 
+    def declare_temporary(self, host: str, port: int) -> _Outcome:
+        """No queue configured: declare a server-named exclusive queue.
+
+        The broker deletes it when its connection closes, at the end of this
+        step, so the check leaves nothing behind.
+        """
+        s = self.settings
+        endpoint = _endpoint(s, host, port)
+        try:
+            connection = pika.BlockingConnection(
+                _parameters(s, host, port, self.timeout))
+            with contextlib.closing(connection):
+                declared = connection.channel().queue_declare('', exclusive=True)
+        except (pe.AMQPError, OSError) as e:
+            self.add(FAIL, 'declare', 'temporary queue: {}'.format(
+                _amqp_failure(e, endpoint)))
+            return 'declare'
+        self.add(OK, 'declare', 'temporary queue {!r}, deleted again (no '
+                 'queue configured; --queue NAME checks yours)'.format(
+                     declared.method.queue))
+        return True
+
     # -- publish, consume (pika: exclusive probe queue) ------------------
     def round_trip(self, host: str, port: int) -> _Outcome:
         s = self.settings
-        endpoint = "user {!r} at {}:{}, vhost {!r}".format(
-            s.user, host, port, s.vhost)
+        endpoint = _endpoint(s, host, port)
         probe = '{}.check-{}'.format(s.queue or 'occo-comm', uuid.uuid4().hex)
         try:
             connection = pika.BlockingConnection(
@@ -274,6 +297,12 @@ class _Check:
         self.add(OK, 'consume', 'probe received back after {:.1f} ms'.format(
             (time.perf_counter() - started) * 1000))
         return True
+
+
+def _endpoint(settings: Settings, host: str, port: int) -> str:
+    """Who connects where, as error messages name it (no password)."""
+    return "user {!r} at {}:{}, vhost {!r}".format(
+        settings.user, host, port, settings.vhost)
 
 
 def _tcp_failure(host: str, port: int, error: OSError, timeout: float) -> str:
