@@ -10,6 +10,7 @@ registered through :mod:`occo.util.factory` and built with ``instantiate``,
 and the api's polling loop.
 """
 
+import pathlib
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import threading
 import pytest
 
 import occo.util.communication as comm
+import occo.util.config as config
 import occo.util.factory as factory
 from conftest import JOIN_TIMEOUT, Collector, amqp_config, raw_channel, running_consumer
 
@@ -293,3 +295,64 @@ def test_messages_pushed_without_with_are_confirmed_when_the_program_ends(tmp_pa
     with raw_channel() as channel:
         declared = channel.queue_declare(cfg['queue'], passive=True)
     assert declared.method.message_count == 500
+
+
+# -- a component's configuration ----------------------------------------------------
+
+COMPONENT_CONFIG = pathlib.Path(__file__).parent / 'data' / 'legacy_config' / 'component'
+
+
+class TestRouter:
+    __test__ = False   # info-broker's name, not a pytest class
+
+    def __init__(self, sub_providers):
+        self.sub_providers = sub_providers
+
+    def get(self, key, *args, **kwargs):
+        for provider in self.sub_providers:
+            if key in provider.data:
+                return provider.get(key, *args, **kwargs)
+        raise KeyNotFoundError(key)
+
+
+class TestProviderA(InfoProvider):
+    data = {'a.value': 'from A'}
+
+
+class TestProviderB(InfoProvider):
+    data = {'b.value': 'from B'}
+
+
+@pytest.fixture
+def info_broker_tags():
+    """The tags info-broker's remote test configuration uses."""
+    tags = {'!TestRouter': lambda value: TestRouter(**value),
+            '!TestProviderA': lambda value: TestProviderA(),
+            '!TestProviderB': lambda value: TestProviderB(),
+            '!RemoteProviderStub': lambda value: RemoteProviderStub(
+                comm.RPCProducer(**value['rpc_config']))}
+    for tag, constructor in tags.items():
+        config.register_tag(tag, constructor)
+    yield
+    for tag in tags:
+        config.unregister_tag(tag)
+
+
+def test_info_broker_remote_test_config_runs_stub_against_skeleton(info_broker_tags):
+    """test_remote.yaml in info-broker's shape: merge keys, application tags
+    building the router and the stub, logging by !yaml_import {url: ...};
+    loaded from a path, as the era's later code did."""
+    cfg = config.DefaultYAMLConfig(str(COMPONENT_CONFIG / 'test_remote.yaml'))
+    assert cfg.logging['root']['level'] == 'CRITICAL'
+    skeleton_config = dict(cfg.server_mqconfig, rpc_timeout=JOIN_TIMEOUT)
+    stub = cfg.provider_stub
+    with running_consumer(provider_skeleton, pkwargs={'provider': cfg.real_provider},
+                          **skeleton_config):
+        try:
+            assert stub.get('a.value') == 'from A'
+            assert stub.get('b.value') == 'from B'
+            with pytest.raises(KeyNotFoundError) as missing:
+                stub.get('c.value')
+        finally:
+            stub.rpc.close()
+    assert missing.value.http_code == 404
