@@ -239,6 +239,9 @@ def test_an_application_interface_gets_its_own_registry():
             self.config = config
     assert type(UDS(protocol='dict')) is DictUDS
     assert UDS.instantiate('dict', x=1).config == {'x': 1}
+    assert factory.MultiBackend.instantiate(UDS, 'dict', x=2).config == {'x': 2}
+    with pytest.raises(comm.ConfigurationError, match='abstract class first'):
+        factory.MultiBackend.instantiate('dict')
     assert factory.backends(UDS) == {'dict': DictUDS}
     assert not factory.has_backend(comm.RPCProducer, 'dict')
 

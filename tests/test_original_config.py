@@ -37,7 +37,7 @@ class ConfigTest(unittest.TestCase):
         self.assertLessEqual(self.ethalon.items(), self.args.__dict__.items())
 
     def test_override(self):
-        testargs = '--setting_2=ttt -s1 55'.split()
+        testargs = '--setting_2=ttt -s1 55'.split()  # noqa: SIM905 (the original's line)
         self.args.add_argument('--setting_1', '-s1', type=int)
         self.args.add_argument('--setting_2', '-s2')
         self.args.parse_args(testargs)

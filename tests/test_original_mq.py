@@ -5,7 +5,10 @@ ported to Python 3 with their assertions kept.
 What changed in the port: ``map(lambda (a, b): ...)`` became loops (Python 3),
 the configuration names this machine's broker, waits and joins got generous
 timeouts so a failure cannot hang the suite, and the queues are deleted
-afterwards. ``test_async`` publishes while its consumer thread starts: the
+afterwards. The original configured logging at import
+(``logging.config.dictConfig(cfg.logging)``); in one pytest session that
+would disable the loggers every other test reads, so the port leaves
+logging alone. ``test_async`` publishes while its consumer thread starts: the
 original ran against a broker that held its queues from earlier runs, and
 so does the port (a fixture declares them first); on an empty broker the
 message could be published before any queue takes it. The objects are used
@@ -13,7 +16,6 @@ as the original used them: without ``with`` blocks.
 """
 
 import logging
-import logging.config
 import os
 import threading
 import unittest
@@ -31,8 +33,6 @@ CFG_FILE = os.path.join(os.path.dirname(__file__), 'data', 'original',
                         'comm_test_cfg.yaml')
 with open(CFG_FILE) as cfg:
     cfg = config.DefaultYAMLConfig(cfg)
-
-logging.config.dictConfig(cfg.logging)
 
 log = logging.getLogger()
 

@@ -14,7 +14,7 @@ everything this package raises on purpose::
     ├── ApplicationError              the remote processor raised (and, where
     │                                 safe, also the remote exception's class)
     ├── MessageDecodeError            a received body cannot be decoded safely
-    └── ClosedError                   the object is used outside its ``with`` block
+    └── ClosedError                   the object is used after ``close()``
 
 :class:`ApplicationError` is deliberately *not* a :class:`CommunicationError`:
 the message was delivered and processed, and the remote code failed. Callers
@@ -155,9 +155,10 @@ class ApplicationError(OccoError):
 
 
 class ClosedError(OccoError, RuntimeError):
-    """The object was used while its connection is not open.
+    """The object was used after it was closed (its ``with`` block ended, or
+    ``close()`` was called).
 
-    Enter the object's context first: ``with obj: obj.push_message(...)``.
+    A closed object cannot be reopened: create a new one.
     """
 
 

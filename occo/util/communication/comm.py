@@ -143,10 +143,10 @@ class _Role(MultiBackend, abstract=False):
 
         Outside a ``with`` block, as the original code used the roles, the
         first call connects, and the connection stays open until
-        :meth:`close` (or the end of the program, which closes it: an
+        ``close()`` (or the end of the program, which closes it: an
         asynchronous producer waits there for its confirms).
 
-        :raises ClosedError: after :meth:`close`.
+        :raises ClosedError: after ``close()``.
         """
         if self._opened and not self._closed:
             return
@@ -211,7 +211,8 @@ class AsynchronProducer(_Role, abstract=True):
             name an existing queue (only the configured ``queue`` is
             declared), else :meth:`flush` raises
             :class:`~occo.util.exceptions.CriticalError` (404).
-        :raises ClosedError: outside the ``with`` block.
+        :raises ClosedError: after ``close()`` (outside a ``with`` block
+            the first call connects).
         :raises CommunicationError: when the message cannot be sent.
         """
         raise NotImplementedError

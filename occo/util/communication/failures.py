@@ -60,7 +60,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome('bad setting (type, range, unknown protocol)',
             'ConfigurationError at construction', 'nothing is opened',
             'nothing'),
-    Outcome('use outside the ``with`` block', 'ClosedError', '(none)', 'nothing'),
+    Outcome('use after ``close()`` (or the ``with`` block)', 'ClosedError',
+            '(none)', 'nothing'),
     Outcome('message not JSON-able', 'TypeError at push_message',
             'nothing is sent', 'nothing'),
     Outcome('message over ``max_message_size``', 'CriticalError 413 at '

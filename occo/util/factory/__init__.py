@@ -89,9 +89,20 @@ class MultiBackend:
         'amqp', **config)``. The protocol is not passed on in the first form,
         so a backend may take positional parameters of its own.
 
+        The original's static form, ``MultiBackend.instantiate(UDS, 'dict',
+        ...)``, is ``UDS.instantiate('dict', ...)``.
+
         :raises ConfigurationError: when no protocol is given, or none is
             registered under that name.
         """
+        if cls is MultiBackend:
+            target = args[0] if args else None
+            if not (isinstance(target, type) and issubclass(target, MultiBackend)):
+                raise ConfigurationError(
+                    'MultiBackend.instantiate needs the abstract class first, '
+                    'as MultiBackend.instantiate(UDS, protocol, ...); got '
+                    '{!r}'.format(target))
+            return cast(_T, target.instantiate(*args[1:], **kwargs))
         if 'protocol' in kwargs:
             return cls(*args, **kwargs)
         if not args:
