@@ -18,7 +18,7 @@ import pika
 import pytest
 
 import occo.util.communication as comm
-from occo.util.communication import failures, mq
+from occo.util.communication import failures, mq_producer
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
                       amqp_config, running_consumer)
 
@@ -182,7 +182,7 @@ def test_publishing_to_an_existing_queue_with_other_arguments_works():
 @broker
 def test_nacks_are_retried_a_bounded_number_of_times_then_reported(caplog, monkeypatch):
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(mq, 'NACK_RETRIES', 3)   # 0.35 s at most, not 11 s
+    monkeypatch.setattr(mq_producer, 'NACK_RETRIES', 3)   # 0.35 s at most, not 11 s
     cfg = amqp_config()
     full = 'test-full-' + uuid.uuid4().hex
     with raw_connection() as connection:

@@ -46,6 +46,9 @@ MAX_RETRY_DELAY = 5.0
 #: before that (measured: a channel opened at once lost every message; one
 #: opened 0.5 s later none).
 CLUSTER_SETTLE = 1.0
+#: Longest wait between two looks at a cancel event or a pending count, in
+#: seconds, where nothing else wakes the waiting thread.
+POLL_INTERVAL = 0.25
 
 
 #: Numbers the role objects, per kind, for thread names.
