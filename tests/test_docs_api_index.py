@@ -24,6 +24,7 @@ PUBLIC = [
     'occo.util.communication.mq',
     'occo.util.communication.memory',
     'occo.util.communication.message_types',
+    'occo.util.communication.message_context',
     'occo.util.communication.codec',
     'occo.util.communication.settings',
     'occo.util.config',

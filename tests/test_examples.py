@@ -292,6 +292,16 @@ def test_memory_example_runs_without_a_broker(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+def test_metadata_example_prints_what_the_processor_saw(tmp_path):
+    result = run_example(example('metadata.py'), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r'order 1 for tenant acme, message id memory\.\w+\.1, '
+                        r'redelivered: False', lines[0])
+    assert lines[1:] == ['order 2 for tenant acme, message id None, redelivered: False',
+                         "{'accepted': 2, 'priority': 5}"]
+
+
 def test_configuration_page_doctests_pass():
     results = doctest.testfile(
         os.path.join(ROOT, 'docs', 'configuration.rst'),

@@ -200,10 +200,16 @@ class LocalInfraProcessor(comm.RPCProducer):
         self.output.extend(i.perform(infra) for i in instructions)
 
 
-factory.register(comm.RPCProducer, 'local-test')(LocalInfraProcessor)
+@pytest.fixture
+def local_backend():
+    """The enactor registered its backend at import; a test unregisters it
+    after, so that other tests see the registry as the package leaves it."""
+    factory.register(comm.RPCProducer, 'local-test')(LocalInfraProcessor)
+    yield
+    factory.unregister(comm.RPCProducer, 'local-test')
 
 
-def test_enactor_local_backend_through_occo_util_factory():
+def test_enactor_local_backend_through_occo_util_factory(local_backend):
     output = []
     processor = comm.RPCProducer.instantiate('local-test', {'name': 'infra'}, output)
     assert type(processor) is LocalInfraProcessor
@@ -244,6 +250,11 @@ def test_an_application_interface_gets_its_own_registry():
         factory.MultiBackend.instantiate('dict')
     assert factory.backends(UDS) == {'dict': DictUDS}
     assert not factory.has_backend(comm.RPCProducer, 'dict')
+    factory.unregister(UDS, 'dict')
+    assert factory.backends(UDS) == {}
+    with pytest.raises(comm.ConfigurationError,
+                       match="no backend is registered for protocol 'dict'"):
+        factory.unregister(UDS, 'dict')
 
 
 # -- api -------------------------------------------------------------------------

@@ -29,13 +29,14 @@ from ..exceptions import (ApplicationError, ClosedError, CommunicationError,
                           RPCTimeoutError, TransientError)
 from .comm import (AsynchronProducer, EventDrivenConsumer, ExceptionResponse,
                    Response, RPCProducer, backends, has_backend, register)
+from .message_context import MessageInfo, current_message
 from .message_types import register_type, unregister_type
 from . import memory, mq  # noqa: F401  (importing registers the backends)
 
 __all__ = [
     'AsynchronProducer', 'RPCProducer', 'EventDrivenConsumer', 'register',
     'has_backend', 'backends', 'Response', 'ExceptionResponse',
-    'register_type', 'unregister_type',
+    'register_type', 'unregister_type', 'current_message', 'MessageInfo',
     'OccoError', 'ConfigurationError', 'MissingConfigurationError',
     'CommunicationError', 'TransientError', 'CriticalError',
     'RPCTimeoutError', 'ApplicationError', 'ClosedError',

@@ -203,14 +203,18 @@ class AsynchronProducer(_Role, abstract=True):
     responsibility, or an exception said otherwise.
     """
 
-    def push_message(self, message: Message,
-                     routing_key: Optional[str] = None) -> None:
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> None:
         """Send ``message`` (a JSON-able value, ``str`` or ``bytes``).
 
         :param routing_key: overrides the configured routing key; it must
             name an existing queue (only the configured ``queue`` is
             declared), else :meth:`flush` raises
             :class:`~occo.util.exceptions.CriticalError` (404).
+        :param headers: sent with the message; the processor reads them
+            from :func:`~.message_context.current_message`. Values: what
+            AMQP tables carry (see :mod:`~.message_context`), else
+            :class:`TypeError` before anything is sent.
         :raises ClosedError: after ``close()`` (outside a ``with`` block
             the first call connects).
         :raises CommunicationError: when the message cannot be sent.
@@ -235,7 +239,8 @@ class RPCProducer(_Role, abstract=True):
     """
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None) -> Message:
+                     timeout: Optional[float] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> Message:
         """Send ``message`` and wait for its result.
 
         :param routing_key: overrides the configured routing key; it must
@@ -244,6 +249,8 @@ class RPCProducer(_Role, abstract=True):
         :param timeout: seconds to wait for the reply; overrides the
             ``rpc_timeout`` key; ``None`` there and here waits for ever.
             The request expires in its queue after that long.
+        :param headers: sent with the request, as
+            :meth:`AsynchronProducer.push_message` sends them.
         :returns: what the remote processor returned.
         :raises ApplicationError: when the remote processor raised.
         :raises RPCTimeoutError: when no reply came in time.

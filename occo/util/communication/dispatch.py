@@ -40,8 +40,9 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
-from . import codec
+from . import codec, message_context
 from .failures import CoalescedLog
+from .message_context import MessageInfo
 from ..exceptions import CriticalError
 
 __all__ = ['Outcome', 'handle']
@@ -70,7 +71,8 @@ def handle(processor: Callable[..., Any], pargs: Sequence[Any],
            pkwargs: Mapping[str, Any], body: bytes, content_type: Optional[str],
            wants_reply: bool, message_id: object = None,
            max_size: Optional[int] = None,
-           rejections: Optional[CoalescedLog] = None) -> Outcome:
+           rejections: Optional[CoalescedLog] = None,
+           info: Optional[MessageInfo] = None) -> Outcome:
     """Decode ``body``, run ``processor`` on it and build the outcome.
 
     Never raises, except :exc:`KeyboardInterrupt` and :exc:`SystemExit`.
@@ -84,12 +86,14 @@ def handle(processor: Callable[..., Any], pargs: Sequence[Any],
     :param rejections: where the consumer logs rejected messages, so that a
         flood of them makes one line per interval, with their number;
         ``None`` logs each.
+    :param info: what :func:`~.message_context.current_message` returns
+        while the processor runs.
     """
     delivery = _Delivery(body, content_type, wants_reply, message_id)
     if rejections is not None:
         delivery.warn = functools.partial(rejections.warning, 'rejected')
     try:
-        return _handle(delivery, processor, pargs, pkwargs, max_size)
+        return _handle(delivery, processor, pargs, pkwargs, max_size, info)
     except _FATAL:
         raise
     except BaseException as e:   # a bug must not kill the consumer either
@@ -135,7 +139,7 @@ def _described(exc: BaseException) -> str:
 
 def _handle(delivery: _Delivery, processor: Callable[..., Any],
             pargs: Sequence[Any], pkwargs: Mapping[str, Any],
-            max_size: Optional[int]) -> Outcome:
+            max_size: Optional[int], info: Optional[MessageInfo]) -> Outcome:
     try:
         if max_size is not None:
             codec.check_size(delivery.body, max_size)
@@ -144,12 +148,16 @@ def _handle(delivery: _Delivery, processor: Callable[..., Any],
         return _refuse(delivery, e.http_code, str(e.reason))
     except codec.MessageDecodeError as e:
         return _refuse(delivery, 400, 'cannot decode request: {}'.format(e))
+    token = message_context.enter(info) if info is not None else None
     try:
         result = processor(value, *pargs, **pkwargs)
     except _FATAL:
         raise
     except BaseException as e:
         return _failed(delivery, e)
+    finally:
+        if token is not None:
+            message_context.leave(token)
     if not delivery.wants_reply:
         return Outcome(True)
     try:

@@ -7,18 +7,22 @@ queue, RPC results, remote errors and timeouts behave the same, and messages
 are encoded and decoded as on the wire, so a processor gets an equal copy and
 a message that could not cross RabbitMQ cannot cross memory either. It is
 thread-safe and lives as long as the process: use it for tests and for
-components that run in one process.
+components that run in one process. :func:`isolated_broker` gives the process
+a fresh broker for a ``with`` block (the ``memory_broker`` fixture of
+:mod:`~occo.util.communication.testing` does so for each test).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import logging
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Optional
 
 from ..exceptions import ConfigurationError, CriticalError, RPCTimeoutError
@@ -27,10 +31,12 @@ from . import codec, dispatch
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
 from .failures import CoalescedLog
+from .message_context import MessageInfo, check_headers, message_info
 from .reply_slot import ReplySlot
 from .settings import Settings, check_timeout
 
-__all__ = ['MemoryBroker', 'default_broker', 'MemoryAsynchronProducer',
+__all__ = ['MemoryBroker', 'default_broker', 'current_broker', 'isolated_broker',
+           'MemoryAsynchronProducer',
            'MemoryRPCProducer', 'MemoryEventDrivenConsumer']
 
 log = logging.getLogger(__name__)
@@ -41,19 +47,31 @@ POLL_INTERVAL = 0.2
 
 class _Message:
     __slots__ = ('body', 'content_type', 'reply_to', 'correlation_id',
-                 'expires_at', 'message_id')
+                 'expires_at', 'message_id', 'headers', 'routing_key',
+                 'redelivered')
 
     def __init__(self, body: bytes, content_type: str,
                  reply_to: Optional[str] = None,
                  correlation_id: Optional[str] = None,
                  expires_at: Optional[float] = None,
-                 message_id: Optional[str] = None) -> None:
+                 message_id: Optional[str] = None,
+                 headers: Optional[dict[str, Any]] = None,
+                 routing_key: Optional[str] = None) -> None:
         self.body = body
         self.content_type = content_type
         self.reply_to = reply_to
         self.correlation_id = correlation_id
         self.expires_at = expires_at
         self.message_id = message_id
+        self.headers = headers
+        self.routing_key = routing_key
+        #: Set when the message goes back to its queue unprocessed.
+        self.redelivered = False
+
+    def info(self) -> MessageInfo:
+        """What the processor sees of this message."""
+        return message_info(self.headers, self.message_id, self.correlation_id,
+                            self.routing_key, self.redelivered)
 
 
 class _Queue:
@@ -135,8 +153,75 @@ class MemoryBroker:
             self._sinks.pop(name, None)
 
 
-#: The broker every memory object uses.
+# -- the process-wide broker ------------------------------------------------
+#: The broker a memory object takes when it is constructed, and keeps for its
+#: whole life. Rebound only by isolated_broker, under _broker_lock, by the
+#: thread that owns the isolation; read without the lock (reading a module
+#: global is atomic). Call current_broker() rather than importing this name,
+#: which would keep the broker of import time.
 default_broker = MemoryBroker()
+
+#: Must be held while rebinding default_broker or changing _isolation_owner
+#: and _isolation_depth; held for a few statements, never while the body of
+#: an isolated_broker block runs.
+_broker_lock = threading.Lock()
+#: The thread inside isolated_broker, or None: the one thread that may rebind
+#: default_broker until its outermost block ends (_broker_lock).
+_isolation_owner: Optional[threading.Thread] = None
+#: How many isolated_broker blocks _isolation_owner has entered (_broker_lock).
+_isolation_depth = 0
+
+
+def current_broker() -> MemoryBroker:
+    """Return the broker that a memory object constructed now would use."""
+    return default_broker
+
+
+@contextlib.contextmanager
+def isolated_broker(broker: Optional[MemoryBroker] = None) -> Iterator[MemoryBroker]:
+    """Give the process a fresh broker for the ``with`` body, then restore it.
+
+    Inside the block every memory object constructed, in any thread, uses the
+    new broker: it has no queues, no messages and no RPC callers of other
+    code. An object keeps the broker it was constructed with for its whole
+    life, so one made before the block goes on using the previous broker,
+    and one made inside goes on using the isolated one after the block. On
+    exit, also when the body raised, the previous broker is the process-wide
+    one again; whatever the isolated broker still holds is dropped with it.
+
+    The thread that enters the block owns the process-wide broker until its
+    outermost block ends: it may nest blocks (each restores the broker it
+    found), but another thread that tries meanwhile gets a
+    :class:`RuntimeError` at once rather than waiting, because two isolations
+    at the same time cannot both hold for the whole process.
+
+    :param broker: the broker to install; a new :class:`MemoryBroker` by
+        default.
+    :returns: a context manager whose ``as`` target is the installed broker.
+    :raises RuntimeError: when another thread is inside an
+        ``isolated_broker`` block.
+    """
+    global default_broker, _isolation_owner, _isolation_depth
+    installed = MemoryBroker() if broker is None else broker
+    thread = threading.current_thread()
+    with _broker_lock:
+        if _isolation_owner is not None and _isolation_owner is not thread:
+            raise RuntimeError(
+                'the memory broker is isolated by thread {!r} already; '
+                'isolated_broker blocks of two threads cannot overlap'.format(
+                    _isolation_owner.name))
+        previous = default_broker
+        default_broker = installed
+        _isolation_owner = thread
+        _isolation_depth += 1
+    try:
+        yield installed
+    finally:
+        with _broker_lock:
+            default_broker = previous
+            _isolation_depth -= 1
+            if _isolation_depth == 0:
+                _isolation_owner = None
 
 
 class _MemoryRole:
@@ -185,13 +270,21 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
         #: Unroutable messages until flush reports them (_lock).
         self._unroutable: list[str] = []
         self._lock = threading.Lock()
+        #: Message ids, as the amqp producer gives them (``next`` is atomic).
+        self._ids = itertools.count(1)
+        self._id_prefix = 'memory.{:x}.'.format(id(self))
 
-    def push_message(self, message: Message,
-                     routing_key: Optional[str] = None) -> None:
+    def _next_id(self) -> str:
+        return self._id_prefix + str(next(self._ids))
+
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> None:
         self._check_open()
         body, content_type = self._encode(message)
         target = self._target(routing_key)
-        if not self._broker.publish(target, _Message(body, content_type)):
+        if not self._broker.publish(target, _Message(
+                body, content_type, message_id=self._next_id(),
+                headers=check_headers(headers), routing_key=target)):
             with self._lock:
                 self._unroutable.append('NO_ROUTE (routing key {!r})'.format(target))
 
@@ -246,20 +339,23 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         slot.settle(body=message.body)
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None) -> Message:
+                     timeout: Optional[float] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> Message:
         self._check_open()
         body, content_type = self._encode(message)
         timeout = (self.rpc_timeout if timeout is None
                    else check_timeout(timeout, 'timeout'))
         expires_at = None if timeout is None else time.monotonic() + timeout
         target = self._target(routing_key)
+        sent_headers = check_headers(headers)
         correlation_id = secrets.token_hex(16)
         slot = ReplySlot()
         with self._lock:
             self._waiting[correlation_id] = slot
         try:
             if not self._broker.publish(target, _Message(
-                    body, content_type, self._reply_to, correlation_id, expires_at)):
+                    body, content_type, self._reply_to, correlation_id, expires_at,
+                    headers=sent_headers, routing_key=target)):
                 raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
                                     '(routing key {!r})'.format(target))
             if not slot.wait(timeout):
@@ -304,7 +400,7 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
             self.processor, self.pargs, self.pkwargs, message.body,
             message.content_type, message.reply_to is not None,
             message.message_id or message.correlation_id,
-            self.settings.max_message_size, self._reject_log)
+            self.settings.max_message_size, self._reject_log, message.info())
         if outcome.reply is not None:
             assert message.reply_to is not None  # only requests get a reply
             if not self._broker.publish(message.reply_to, _Message(

@@ -24,6 +24,8 @@ from .amqp_role import POLL_INTERVAL, AmqpRole
 from .comm import EventDrivenConsumer
 from .comm import register
 from .failures import CoalescedLog
+from .message_context import message_info
+from .pika_internals import received_headers
 
 #: The backend's logger: one name for its three roles.
 log = logging.getLogger('occo.util.communication.mq')
@@ -38,7 +40,8 @@ ACK_BATCH = 20
 ACK_DELAY = 0.05
 
 #: A delivery as the I/O thread hands it to the consuming thread.
-_Delivery = tuple[pika.channel.Channel, int, pika.BasicProperties, bytes]
+_Delivery = tuple[pika.channel.Channel, pika.spec.Basic.Deliver,
+                  pika.BasicProperties, bytes]
 
 @register(EventDrivenConsumer, 'amqp')
 class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
@@ -120,7 +123,7 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
                      properties: pika.BasicProperties, body: bytes) -> None:
         assert method.delivery_tag is not None  # the broker numbers deliveries
         if self._consuming:
-            self._inbox.put((channel, method.delivery_tag, properties, body))
+            self._inbox.put((channel, method, properties, body))
         else:
             channel.basic_nack(method.delivery_tag, requeue=True)
 
@@ -174,12 +177,14 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
         else:
             log.info('Consuming %r again', self.settings.queue)
 
-    def _handle(self, channel: pika.channel.Channel, tag: int,
+    def _handle(self, channel: pika.channel.Channel, method: pika.spec.Basic.Deliver,
                 properties: pika.BasicProperties, body: bytes) -> None:
         loop = self._loop
         assert loop is not None  # opened
         if channel is not loop.channel:
             return  # from a dead connection: the broker delivers it again
+        tag = method.delivery_tag
+        assert tag is not None  # checked by _on_delivery
         message_id = properties.message_id or properties.correlation_id or tag
         if properties.reply_to is not None and not isinstance(properties.reply_to, str):
             self._reject_log.warning(
@@ -191,7 +196,10 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
             outcome = dispatch.handle(
                 self.processor, self.pargs, self.pkwargs, body,
                 properties.content_type, properties.reply_to is not None,
-                message_id, self.settings.max_message_size, self._reject_log)
+                message_id, self.settings.max_message_size, self._reject_log,
+                message_info(received_headers(properties.headers), properties.message_id,
+                             properties.correlation_id, method.routing_key,
+                             method.redelivered))
         try:
             loop.run_now(functools.partial(self._settle, tag, outcome, properties))
         except CommunicationError as e:
@@ -255,8 +263,9 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
         try:
             loop.submit(self._cancel_consumer)
             while True:
-                channel, tag, _, _ = self._inbox.get_nowait()
-                if channel is loop.channel:
+                channel, method, _, _ = self._inbox.get_nowait()
+                tag = method.delivery_tag
+                if channel is loop.channel and tag is not None:
                     loop.submit(functools.partial(_requeue, tag))
         except queue.Empty:
             pass

@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Optional, Union, cast
 
 import pika
@@ -26,6 +26,7 @@ from .amqp_role import POLL_INTERVAL, AmqpRole
 from .comm import AsynchronProducer, Message
 from .comm import register
 from .failures import CoalescedLog, is_permanent
+from .message_context import check_headers
 
 #: The backend's logger: one name for its three roles.
 log = logging.getLogger('occo.util.communication.mq')
@@ -111,8 +112,8 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
                 self._on_confirm, callback=done))
         run_steps(steps, done)
 
-    def push_message(self, message: Message,
-                     routing_key: Optional[str] = None) -> None:
+    def push_message(self, message: Message, routing_key: Optional[str] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> None:
         """Publish ``message``; see :meth:`.comm.AsynchronProducer.push_message`.
 
         :raises CriticalError: (413) when the message exceeds
@@ -128,7 +129,8 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
         self._check_size(body)
         record = _Record(self._target(routing_key), body, pika.BasicProperties(
             content_type=content_type, delivery_mode=self._delivery_mode,
-            message_id=self._next_id()))
+            message_id=self._next_id(),
+            headers=None if headers is None else check_headers(headers)))
         if self.settings.confirm:
             with self._state:
                 while self._pending >= self.settings.max_in_flight:

@@ -10,7 +10,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 import pika
@@ -27,6 +27,7 @@ from .comm import Message, RPCProducer
 from .comm import register
 from .failures import CoalescedLog, is_permanent
 from .reply_slot import ReplySlot
+from .message_context import check_headers
 from .settings import check_timeout
 
 #: The backend's logger: one name for its three roles.
@@ -77,7 +78,8 @@ class MQRPCProducer(AmqpRole, RPCProducer):
         run_steps(steps, done)
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
-                     timeout: Optional[float] = None) -> Message:
+                     timeout: Optional[float] = None,
+                     headers: Optional[Mapping[str, Any]] = None) -> Message:
         """Send ``message`` and return the result; see
         :meth:`.comm.RPCProducer.push_message`.
 
@@ -95,7 +97,8 @@ class MQRPCProducer(AmqpRole, RPCProducer):
         properties = pika.BasicProperties(
             content_type=content_type, correlation_id=correlation_id,
             reply_to=DIRECT_REPLY_TO, delivery_mode=1,
-            expiration=None if timeout is None else str(max(1, int(timeout * 1000))))
+            expiration=None if timeout is None else str(max(1, int(timeout * 1000))),
+            headers=None if headers is None else check_headers(headers))
         loop, slot = self._register(correlation_id)
         try:
             loop.run_now(functools.partial(self._publish, routing_key, body,

@@ -49,11 +49,12 @@ pika code at a time (see :class:`~.amqp_loop.AmqpLoop`).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import select
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 import pika
@@ -66,6 +67,7 @@ from pika.adapters.utils import io_services_utils
 from .amqp_frames import PublishFrames
 
 __all__ = ['FAST', 'PLAIN_REASON', 'connect', 'publish', 'batch', 'socket_fd',
+           'received_headers',
            'FastConnection', 'SharedEpoll', 'TurnPoller', 'TurnIOLoop']
 
 log = logging.getLogger(__name__)
@@ -396,6 +398,32 @@ class SharedEpoll:
             self._borrowed.close()
             os.close(self._poke_read)
             os.close(self._poke_write)
+
+
+def received_headers(headers: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    """Headers as pika decoded them, with timestamps as aware UTC datetimes.
+
+    pika 1.4 decodes an AMQP timestamp as an aware UTC ``datetime``; pika
+    1.3 as a naive one. The processor gets the former from either (walking
+    the headers only under pika 1.3, only when there are some).
+    """
+    if not headers or not _NAIVE_TIMESTAMPS:
+        return headers
+    return {key: _aware(value) for key, value in headers.items()}
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    if isinstance(value, list):
+        return [_aware(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _aware(item) for key, item in value.items()}
+    return value
+
+
+#: Whether this pika decodes timestamps as naive datetimes (before 1.4).
+_NAIVE_TIMESTAMPS = tuple(int(part) for part in pika.__version__.split('.')[:2]) < (1, 4)
 
 
 def _drain_pipe(fd: int) -> None:

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Optional, TypeVar, cast
 
 from ..exceptions import ConfigurationError
 
-__all__ = ['MultiBackend', 'register', 'has_backend', 'backends']
+__all__ = ['MultiBackend', 'register', 'unregister', 'has_backend', 'backends']
 
 _T = TypeVar('_T', bound='MultiBackend')
 _BackendT = TypeVar('_BackendT', bound='type[MultiBackend]')
@@ -196,6 +196,16 @@ class register:
                     registered.__module__, registered.__qualname__))
         registry[self.protocol] = cls
         return cls
+
+
+def unregister(target: type[MultiBackend], protocol: str) -> None:
+    """Forget the backend registered for ``protocol`` (e.g. in tests).
+
+    :raises ConfigurationError: when none is registered.
+    """
+    if _registry(target).pop(protocol, None) is None:
+        raise ConfigurationError('no backend is registered for protocol {!r} '
+                                 'of {}'.format(protocol, target.__name__))
 
 
 def has_backend(target: type[MultiBackend], protocol: str) -> bool:
