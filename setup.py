@@ -24,12 +24,20 @@ setup(
     package_data={'occo.util.communication': ['py.typed']},
     install_requires=['pika>=1.3,<1.5', 'PyYAML>=5.1'],
     extras_require={
-        'test': ['pytest>=7', 'pytest-timeout>=2', 'build'],
+        'test': ['pytest>=7', 'pytest-timeout>=2', 'build',
+                 'opentelemetry-sdk>=1.20'],
         'docs': ['sphinx>=5'],
-        'lint': ['mypy', 'ruff', 'types-PyYAML', 'types-pika-ts'],
+        'lint': ['mypy', 'ruff', 'types-PyYAML', 'types-pika-ts',
+                 'opentelemetry-api>=1.20'],   # typed: mypy checks telemetry.py
+        'otel': ['opentelemetry-api>=1.20'],
     },
-    entry_points={'console_scripts': [
-        'occo-comm = occo.util.communication.__main__:main']},
+    entry_points={
+        'console_scripts': [
+            'occo-comm = occo.util.communication.__main__:main'],
+        # The pytest plugin: its fixtures are opt-in (docs/testing.rst).
+        'pytest11': [
+            'occo_communication = occo.util.communication.testing'],
+    },
     classifiers=[
         'Programming Language :: Python :: 3',
         'License :: OSI Approved :: Apache Software License',

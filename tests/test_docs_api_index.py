@@ -31,6 +31,8 @@ PUBLIC = [
     'occo.util.factory',
     'occo.util.exceptions',
     'occo.util.communication.cli',
+    'occo.util.communication.telemetry',
+    'occo.util.communication.testing',
 ]
 #: Internal modules of today: an application does not import them.
 INTERNAL = [
