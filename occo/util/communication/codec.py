@@ -64,14 +64,13 @@ doing work out of proportion to the body:
 from __future__ import annotations
 
 import base64
-import json
 import reprlib
 import traceback
 from typing import Any, Optional
 
 from ..exceptions import ApplicationError, CriticalError
 from ..exceptions import MessageDecodeError as MessageDecodeError  # re-exported
-from . import message_types
+from . import json_text, message_types
 from .comm import ExceptionResponse, Message, Response
 from .remote_errors import error_fields, remote_error
 from .safe_yaml import load_yaml
@@ -108,9 +107,7 @@ YAML_CONTENT_TYPES = frozenset([
 #: anyway. 256 leaves the processor three quarters of that limit.
 MAX_DEPTH = 256
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
-_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(',', ':')).encode
-_loads = json.loads
+_loads = json_text.loads
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60
 
@@ -159,11 +156,7 @@ def _utf8(text: str) -> bytes:
 
 def _json_bytes(value: Any) -> bytes:
     """``value`` as compact UTF-8 JSON, lone surrogates as ``\\udcff`` escapes."""
-    text = _dumps(value)
-    try:
-        return text.encode('utf-8')
-    except UnicodeEncodeError:   # rare: only lone surrogates get here
-        return _dumps_ascii(value).encode('ascii')
+    return json_text.dumps(value)
 
 
 def check_size(body: bytes, limit: int) -> None:
