@@ -83,8 +83,10 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
         #: changes and callers read; notified when _pending falls or the
         #: loop dies.
         self._state = threading.Condition()
-        #: Messages pushed and not yet confirmed nor given up (_state).
+        #: Messages pushed and not yet confirmed nor given up, and the bytes
+        #: of their bodies (_state).
         self._pending = 0
+        self._pending_bytes = 0
         #: Unroutable messages, as text, until flush reports them (_state).
         self._unroutable: list[str] = []
         #: Records given up after NACK_RETRIES nacks, until flush (_state).
@@ -132,19 +134,27 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
             message_id=self._next_id(),
             headers=None if headers is None else check_headers(headers)))
         if self.settings.confirm:
-            with self._state:
-                while self._pending >= self.settings.max_in_flight:
-                    if self._loop is None or not self._loop.alive:
-                        break
-                    self._state.wait(POLL_INTERVAL)
-                self._pending += 1
+            self._wait_for_room(len(body))
         try:
             self._submit(functools.partial(self._publish, record))
         except CommunicationError:
-            if self.settings.confirm:
-                with self._state:
-                    self._pending -= 1  # not sent: the caller has the error
+            self._settled([record])   # not sent: the caller has the error
             raise
+
+    def _wait_for_room(self, size: int) -> None:
+        """Block while ``max_in_flight`` messages, or ``max_in_flight_bytes``
+        of bodies, wait for their confirms (one message always goes), then
+        count this one."""
+        s = self.settings
+        with self._state:
+            while self._pending and (
+                    self._pending >= s.max_in_flight
+                    or self._pending_bytes + size > s.max_in_flight_bytes):
+                if self._loop is None or not self._loop.alive:
+                    break
+                self._state.wait(POLL_INTERVAL)
+            self._pending += 1
+            self._pending_bytes += size
 
     def _submit(self, operation: Operation) -> None:
         """Hand ``operation`` to a live loop; a loop that dies between
@@ -183,7 +193,7 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
         if (dead.error is not None and is_permanent(dead.error)
                 and dead is not self._reported_failure):
             self._reported_failure = dead
-            self._settled(len(records))
+            self._settled(records)
             raise CriticalError(dead.error.http_code, '{} message(s) not '
                                 'delivered, not published again: {}'.format(
                                     len(records), dead.error.reason)) from dead.error
@@ -203,11 +213,13 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
                 for op in dead.take_unsent()
                 if getattr(op, 'func', None) == self._publish]
 
-    def _settled(self, count: int) -> None:
-        """``count`` pushed messages were confirmed or given up."""
-        if self.settings.confirm and count:
+    def _settled(self, records: list[_Record]) -> None:
+        """These pushed messages were confirmed or given up."""
+        if self.settings.confirm and records:
+            size = sum(len(record.body) for record in records)
             with self._state:
-                self._pending -= count
+                self._pending -= len(records)
+                self._pending_bytes -= size
                 self._state.notify_all()
 
     def _publish(self, record: _Record, channel: pika.channel.Channel) -> None:
@@ -230,7 +242,7 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
         records = [self._unconfirmed.pop(t) for t in done]
         if isinstance(method, pika.spec.Basic.Nack):
             records = self._retry_nacked(records)
-        self._settled(len(records))
+        self._settled(records)
 
     def _retry_nacked(self, records: list[_Record]) -> list[_Record]:
         """Schedule nacked records for republishing; return those given up."""
