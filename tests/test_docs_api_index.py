@@ -38,7 +38,8 @@ PUBLIC = [
 INTERNAL = [
     'occo.util.communication.' + name for name in (
         'amqp_role', 'amqp_loop', 'amqp_frames', 'pika_internals',
-        'reply_slot', 'failures', 'dispatch', 'safe_yaml', 'remote_errors', 'diagnose',
+        'reply_slot', 'failures', 'dispatch', 'safe_yaml', 'remote_errors',
+        'json_text', 'diagnose',
         'bench', 'demo')
 ]
 INTERNALS_PAGE = 'api/internals'

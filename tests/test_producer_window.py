@@ -53,3 +53,17 @@ def test_one_message_larger_than_the_window_still_goes():
 def test_the_window_bound_is_validated():
     with pytest.raises(comm.ConfigurationError, match='max_in_flight_bytes'):
         comm.AsynchronProducer(**amqp_config(max_in_flight_bytes=0))
+
+
+def test_large_messages_arrive_whole():
+    """Bodies of several frames, sent as views of the body, arrive equal."""
+    from conftest import Collector, running_consumer
+    cfg = amqp_config(max_message_size=8 * MB)
+    messages = [{'i': i, 'payload': chr(65 + i) * size}
+                for i, size in enumerate([MB, 3 * MB + 7, 131072 - 8, 1])]
+    collector = Collector()
+    with running_consumer(collector, **cfg):
+        with comm.AsynchronProducer(**cfg) as producer:
+            for message in messages:
+                producer.push_message(message)
+        assert collector.wait_for(len(messages)) == messages

@@ -15,6 +15,7 @@ against pika's own marshalling.
 from __future__ import annotations
 
 import struct
+from typing import Union
 
 import pika
 
@@ -46,8 +47,10 @@ class PublishFrames:
 
     def marshal(self, exchange: str, routing_key: str, body: bytes,
                 properties: pika.BasicProperties,
-                mandatory: bool = False) -> list[bytes]:
-        """The frames of one message, ready to write.
+                mandatory: bool = False) -> list[Union[bytes, memoryview]]:
+        """The frames of one message, ready to write (joined, or sent one by
+        one). A body larger than one frame is cut into views of it, not
+        copies.
 
         :raises ConfigurationError: when ``exchange`` or ``routing_key`` is
             longer than :data:`MAX_SHORTSTR` bytes.
@@ -58,11 +61,17 @@ class PublishFrames:
             method = self._methods[key] = self._method_frame(*key)
         header = _HEADER_HEAD.pack(60, 0, len(body)) + b''.join(properties.encode())
         channel = self._channel
-        frames = [method, _FRAME_HEAD.pack(_HEADER, channel, len(header)),
+        frames: list[Union[bytes, memoryview]] = [
+            method, _FRAME_HEAD.pack(_HEADER, channel, len(header)),
                   header, _FRAME_END]
         size, body_max = len(body), self._body_max
+        if size <= body_max:   # one body frame, or none for an empty body
+            if size:
+                frames += (_FRAME_HEAD.pack(_BODY, channel, size), body, _FRAME_END)
+            return frames
+        view = memoryview(body)
         for start in range(0, size, body_max):
-            chunk = body[start:start + body_max] if size > body_max else body
+            chunk = view[start:start + body_max]
             frames += (_FRAME_HEAD.pack(_BODY, channel, len(chunk)), chunk,
                        _FRAME_END)
         return frames

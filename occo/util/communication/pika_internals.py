@@ -55,7 +55,7 @@ import os
 import select
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pika
 import pika.channel
@@ -128,13 +128,14 @@ class FastConnection(pika.SelectConnection):
     not take is left to pika's way.
     """
 
-    _batch: Optional[list[bytes]] = None
+    _batch: Optional[list[Union[bytes, memoryview]]] = None
     _batch_size = 0
     _publish_frames: Optional[PublishFrames] = None
 
     # pika's type stubs leave its privates out: hence the narrow
     # "type: ignore" comments below.
-    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
+    def _output_marshaled_frames(
+            self, marshaled_frames: Sequence[Union[bytes, memoryview]]) -> None:
         if self._batch is None:
             super()._output_marshaled_frames(  # type: ignore[misc]
                 (b''.join(marshaled_frames),))
@@ -184,7 +185,10 @@ class FastConnection(pika.SelectConnection):
                 sent = 0
             if sent == len(data):
                 return
-            data = data[sent:]
+            # The rest, as a view: pika sends it later, and slices what a
+            # partial send leaves, still without copying.
+            super()._adapter_emit_data(memoryview(data)[sent:])  # type: ignore[misc]
+            return
         super()._adapter_emit_data(data)  # type: ignore[misc]
 
 
