@@ -229,6 +229,11 @@ class AmqpRole:
     def _check_size(self, body: bytes) -> None:
         codec.check_size(body, self.settings.max_message_size)
 
+    def _telemetry_peer(self) -> dict[str, Any]:
+        """The broker as telemetry attributes name it."""
+        return {'server_address': self.settings.host,
+                'server_port': self.settings.port}
+
     def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
 

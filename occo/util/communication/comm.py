@@ -22,13 +22,16 @@ around its connection: ``__enter__`` connects and returns the object,
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import difflib
+import itertools
 import logging
 import signal
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from types import FrameType, TracebackType
 from typing import Any, Optional, TypeVar, Union
 
@@ -56,9 +59,11 @@ KNOWN_KEYS = frozenset([
     'protocol', 'url', 'host', 'host_selection', 'port', 'vhost', 'user',
     'password', 'ssl', 'ssl_options', 'exchange', 'routing_key', 'queue',
     'durable', 'queue_type', 'delivery_limit', 'heartbeat', 'prefetch_count',
-    'rpc_timeout', 'confirm', 'confirm_timeout', 'max_in_flight',
+    'rpc_timeout', 'confirm', 'confirm_timeout', 'max_in_flight', 'max_in_flight_bytes',
+    'rpc_max_in_flight',
     'connection_attempts', 'retry_delay', 'connect_timeout',
     'dead_letter_exchange', 'max_message_size',
+    'max_workers', 'shutdown_grace',
 ])
 
 _warned_keys: set[str] = set()
@@ -235,8 +240,17 @@ class RPCProducer(_Role, abstract=True):
     """Sends a message and returns the remote processor's result.
 
     One object may be shared by several threads: each call gets its own
-    answer.
+    answer. One thread may also keep many calls in flight with
+    :meth:`submit` (a :class:`~concurrent.futures.Future` per call) or
+    :meth:`map` (results in order); see :doc:`/rpc_futures`.
     """
+
+    #: How many calls made with :meth:`submit` (or :meth:`map`) may be in
+    #: flight at once, from all threads together: beyond it ``submit``
+    #: blocks until one completes, and :meth:`map` keeps this many in
+    #: flight. The ``rpc_max_in_flight`` configuration key sets it (64 by
+    #: default); ``push_message`` calls are not counted.
+    rpc_max_in_flight = 64
 
     def push_message(self, message: Message, routing_key: Optional[str] = None,
                      timeout: Optional[float] = None,
@@ -262,6 +276,144 @@ class RPCProducer(_Role, abstract=True):
         """
         raise NotImplementedError
 
+    def submit(self, message: Message, routing_key: Optional[str] = None,
+               timeout: Optional[float] = None,
+               headers: Optional[Mapping[str, Any]] = None) -> Future[Message]:
+        """submit(message, routing_key=None, timeout=None, headers=None)
+
+        Send ``message`` and return at once a future of its result.
+
+        The future's result, or its exception, is exactly what
+        :meth:`push_message` with the same arguments would return, or raise
+        once the request is sent: the remote result,
+        :class:`~occo.util.exceptions.ApplicationError` (also of the remote
+        builtin class), a :class:`~occo.util.exceptions.CriticalError` or
+        :class:`~occo.util.exceptions.TransientError` response,
+        :class:`~occo.util.exceptions.RPCTimeoutError` at the call's
+        deadline (whether or not anybody waits on the future), a
+        :class:`~occo.util.exceptions.CriticalError` 404 when no queue takes
+        the request, a :class:`~occo.util.exceptions.TransientError` "may or
+        may not have been processed" when the connection is lost, and a
+        :class:`~occo.util.exceptions.TransientError` 503 when the producer
+        is closed first. The futures work with
+        :func:`concurrent.futures.wait` and
+        :func:`concurrent.futures.as_completed`.
+
+        What ``push_message`` raises before anything is sent, ``submit``
+        raises itself: an unencodable message, a bad ``timeout`` or
+        headers, a message above ``max_message_size``, use after
+        ``close()``, a connection that cannot be (re)opened.
+
+        **Backpressure**: at most :attr:`rpc_max_in_flight` calls made with
+        ``submit`` are in flight at once; beyond that ``submit`` blocks
+        until one completes (or raises
+        :class:`~occo.util.exceptions.ClosedError` when the producer is
+        closed meanwhile).
+
+        **Cancelling**: the future is running when ``submit`` returns, so
+        :meth:`~concurrent.futures.Future.cancel` returns ``False``: the
+        broker may have the request already, and nothing can take it back.
+        Give the call a ``timeout`` to bound it; a request whose caller gave
+        up expires in its queue.
+
+        **Threads**: the future is completed, and its done-callbacks run, in
+        the thread that learns the outcome: the thread reading the
+        connection (the AMQP I/O thread, or a thread waiting in
+        ``push_message``), the memory consumer's thread, the thread calling
+        ``close()``, or the producer's deadline thread. Done-callbacks must
+        therefore be quick and must not block, nor wait for another call of
+        the same producer.
+
+        :param routing_key: as for :meth:`push_message`.
+        :param timeout: seconds from now until the call fails with
+            :class:`~occo.util.exceptions.RPCTimeoutError`; overrides the
+            ``rpc_timeout`` key; ``None`` there and here waits for ever.
+            The request expires in its queue after that long.
+        :param headers: as for :meth:`push_message`.
+        :returns: a future of the result.
+        :rtype: concurrent.futures.Future
+        :raises ClosedError: after ``close()``, also while waiting for room.
+
+        .. versionadded:: 1.1
+        """
+        raise NotImplementedError
+
+    def map(self, messages: Iterable[Message], routing_key: Optional[str] = None,
+            timeout: Optional[float] = None,
+            headers: Optional[Mapping[str, Any]] = None) -> Iterator[Message]:
+        """Call the remote processor for each of ``messages``; yield the
+        results in order, keeping up to :attr:`rpc_max_in_flight` calls in
+        flight, like :meth:`concurrent.futures.Executor.map`.
+
+        The first calls are sent when ``map`` is called, the rest as results
+        are taken: the iterator sends the next message before it yields a
+        result, so the calls stay in flight while the caller works, and
+        ``messages`` may be long or endless.
+
+        Results and errors come in order, as from ``[push_message(m) for m
+        in messages]``: the first call that fails raises its exception from
+        the iterator, after the results before it, and the iterator ends. A
+        message that cannot be sent (what :meth:`submit` raises itself: an
+        unencodable message, a bad ``timeout``, a closed producer) fails
+        likewise in its place, and no message after it is sent. Calls in
+        flight when the iterator ends, or is dropped early, complete on
+        their own: nothing can take back a sent request.
+
+        :param timeout: seconds **per call**, as for :meth:`push_message`
+            (not a deadline for the whole map, unlike ``Executor.map``):
+            each call fails with
+            :class:`~occo.util.exceptions.RPCTimeoutError` that long after
+            it was sent, and its request expires in its queue after that
+            long.
+        :param routing_key: as for :meth:`push_message`, for every call.
+        :param headers: as for :meth:`push_message`, for every call.
+        :returns: an iterator of the results, in the order of ``messages``.
+
+        .. versionadded:: 1.1
+        """
+        messages = iter(messages)
+        in_flight: collections.deque[Future[Message]] = collections.deque()
+        sending = self._send_more(in_flight, messages, self.rpc_max_in_flight,
+                                  routing_key, timeout, headers)
+        return self._results_in_order(in_flight, messages, sending,
+                                      routing_key, timeout, headers)
+
+    def _send_more(self, in_flight: collections.deque[Future[Message]],
+                   messages: Iterator[Message], count: int,
+                   routing_key: Optional[str], timeout: Optional[float],
+                   headers: Optional[Mapping[str, Any]]) -> bool:
+        """Submit up to ``count`` more of ``messages`` (for :meth:`map`).
+
+        A message that cannot be sent gets a failed future in its place, so
+        that its error comes in order.
+
+        :returns: ``False`` once a message could not be sent: send no more.
+        """
+        for message in itertools.islice(messages, count):
+            try:
+                future = self.submit(message, routing_key, timeout, headers)
+            except Exception as e:   # raised in its place by the iterator
+                future = Future()
+                future.set_exception(e)
+                in_flight.append(future)
+                return False
+            in_flight.append(future)
+        return True
+
+    def _results_in_order(self, in_flight: collections.deque[Future[Message]],
+                          messages: Iterator[Message], sending: bool,
+                          routing_key: Optional[str], timeout: Optional[float],
+                          headers: Optional[Mapping[str, Any]]) -> Iterator[Message]:
+        """The iterator of :meth:`map`: wait for the oldest call, send the
+        next message, yield the result."""
+        while in_flight:
+            result = in_flight[0].result()
+            in_flight.popleft()
+            if sending:
+                sending = self._send_more(in_flight, messages, 1, routing_key,
+                                          timeout, headers)
+            yield result
+
 
 class EventDrivenConsumer(_Role, abstract=True):
     """Calls ``processor(msg, *pargs, **pkwargs)`` for each message.
@@ -273,6 +425,17 @@ class EventDrivenConsumer(_Role, abstract=True):
     ``threading.Thread`` target: calling it runs :meth:`start_consuming`,
     which connects first when the object is used outside a ``with`` block,
     and closes it again when it returns.
+
+    With the ``max_workers`` key above 1 (default 1), up to that many
+    messages are processed at once, each in a worker thread of the
+    consumer (``occo-worker-<queue>-<n>``), and each is acknowledged, or
+    rejected, and answered by its worker when its processor returns, in
+    any order. A stop (``cancel_event``, SIGTERM, :meth:`close`) starts no
+    new message, gives the running ones up to ``shutdown_grace`` seconds
+    (default 30) and puts the others back in the queue; see
+    :doc:`/workers`.
+
+    .. versionadded:: 1.1 ``max_workers`` and ``shutdown_grace``.
     """
 
     def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
@@ -298,9 +461,39 @@ class EventDrivenConsumer(_Role, abstract=True):
         message being processed is finished and acknowledged; Ctrl-C
         interrupts it and it stays unacknowledged, so the broker delivers it
         again. Either way the connection is closed by the ``with`` block.
+
+        With ``max_workers`` above 1, ``cancel_event``, SIGTERM and Ctrl-C
+        alike stop taking messages at once, put those received but not
+        started back in the queue, and wait up to ``shutdown_grace``
+        seconds for the running ones, which are acknowledged as they
+        finish (a second Ctrl-C stops the wait). A worker still running
+        then is logged at ERROR and left to finish; its message stays
+        unacknowledged until it does, and goes back to the queue if the
+        consumer is closed first.
         """
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Stop consuming, then release the connection. Safe to call several
+        times, from any thread.
+
+        A :meth:`start_consuming` running in another thread stops (as after
+        SIGTERM); with ``max_workers`` above 1, ``close()`` first waits up
+        to ``shutdown_grace`` seconds for the running messages (see
+        :meth:`start_consuming`), and puts the unstarted ones back in the
+        queue.
+        """
+        self._terminated = True
+        self._finish_workers()
+        super().close()
+
+    def _finish_workers(self) -> None:
+        """Backend hook (``max_workers`` above 1): start no new message, put
+        the unstarted ones back in the queue, wait for the running ones
+        until the ``shutdown_grace`` deadline of this stop."""
+
+    #: Set by SIGTERM and by :meth:`close`: the consuming loop ends (any
+    #: thread writes it; a stale read only delays the stop by one pass).
     _terminated = False
 
     def _keep_consuming(self) -> bool:
@@ -324,7 +517,7 @@ class EventDrivenConsumer(_Role, abstract=True):
                 self.close()
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
-        log.info('SIGTERM: finishing the current message, then stopping')
+        log.info('SIGTERM: finishing the running messages, then stopping')
         self._terminated = True
 
 

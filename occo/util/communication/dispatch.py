@@ -58,13 +58,18 @@ class Outcome:
 
     :param ack: ``True`` to acknowledge, ``False`` to reject without requeue.
     :param reply: the RPC reply body, or ``None`` when there is no caller.
+    :param error: why handling failed, for telemetry: the exception's class
+        name (``'ValueError'``, ``'MessageDecodeError'``); ``None`` when the
+        processor returned.
     """
 
-    __slots__ = ('ack', 'reply')
+    __slots__ = ('ack', 'reply', 'error')
 
-    def __init__(self, ack: bool, reply: Optional[bytes] = None) -> None:
+    def __init__(self, ack: bool, reply: Optional[bytes] = None,
+                 error: Optional[str] = None) -> None:
         self.ack = ack
         self.reply = reply
+        self.error = error
 
 
 def handle(processor: Callable[..., Any], pargs: Sequence[Any],
@@ -145,9 +150,10 @@ def _handle(delivery: _Delivery, processor: Callable[..., Any],
             codec.check_size(delivery.body, max_size)
         value = codec.decode(delivery.body, delivery.content_type, max_size=max_size)
     except CriticalError as e:   # too large
-        return _refuse(delivery, e.http_code, str(e.reason))
+        return _refuse(delivery, e.http_code, str(e.reason), 'CriticalError')
     except codec.MessageDecodeError as e:
-        return _refuse(delivery, 400, 'cannot decode request: {}'.format(e))
+        return _refuse(delivery, 400, 'cannot decode request: {}'.format(e),
+                       'MessageDecodeError')
     token = message_context.enter(info) if info is not None else None
     try:
         result = processor(value, *pargs, **pkwargs)
@@ -164,35 +170,37 @@ def _handle(delivery: _Delivery, processor: Callable[..., Any],
         return Outcome(True, codec.encode_reply(result))
     except TypeError as e:
         log.error('Cannot send the result for %s: %s', delivery, _described(e))
-        return Outcome(True, codec.error_reply(e))
+        return Outcome(True, codec.error_reply(e), 'TypeError')
 
 
-def _refuse(delivery: _Delivery, http_code: int, reason: str) -> Outcome:
+def _refuse(delivery: _Delivery, http_code: int, reason: str, error: str) -> Outcome:
     """Reject a message that was not processed; tell an RPC caller why."""
     delivery.warn('Rejected %s: %s', delivery, reason)
     if not delivery.wants_reply:
-        return Outcome(False)
-    return Outcome(False, codec.failure_reply(http_code, reason))
+        return Outcome(False, error=error)
+    return Outcome(False, codec.failure_reply(http_code, reason), error)
 
 
 def _failed(delivery: _Delivery, exc: BaseException) -> Outcome:
     """The processor raised: answer an RPC caller, reject a one-way message."""
+    error = type(exc).__qualname__
     if not delivery.wants_reply:
         log.error('Rejected %s: the processor raised %s', delivery,
                   _described(exc), exc_info=exc)
-        return Outcome(False)
+        return Outcome(False, error=error)
     log.error('Processor failed on %s: %s', delivery, _described(exc), exc_info=exc)
     trace = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Outcome(True, codec.error_reply(exc, trace))
+    return Outcome(True, codec.error_reply(exc, trace), error)
 
 
 def _unexpected(delivery: _Delivery, exc: BaseException) -> Outcome:
     """The last resort: reject, and answer with a 500 if that can be encoded."""
     with contextlib.suppress(Exception):   # a broken handler: the outcome matters more
         log.error('Rejected %s: unexpected %s', delivery, _described(exc), exc_info=exc)
+    error = type(exc).__qualname__
     if not delivery.wants_reply:
-        return Outcome(False)
+        return Outcome(False, error=error)
     try:
-        return Outcome(False, codec.error_reply(exc))
+        return Outcome(False, codec.error_reply(exc), error)
     except Exception:
-        return Outcome(False)
+        return Outcome(False, error=error)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
@@ -23,17 +24,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any, Optional
 
-from ..exceptions import ConfigurationError, CriticalError, RPCTimeoutError
+from ..exceptions import ClosedError, ConfigurationError, CriticalError
+from ..exceptions import RPCTimeoutError
 from ..exceptions import TransientError
-from . import codec, dispatch
+from . import codec, dispatch, telemetry
 from .comm import AsynchronProducer, EventDrivenConsumer, Message, RPCProducer
 from .comm import register, warn_unknown_keys
 from .failures import CoalescedLog
 from .message_context import MessageInfo, check_headers, message_info
-from .reply_slot import ReplySlot
+from .reply_slot import CallWindow, ReplySlot
 from .settings import Settings, check_timeout
+from .workers import WorkerPool
 
 __all__ = ['MemoryBroker', 'default_broker', 'current_broker', 'isolated_broker',
            'MemoryAsynchronProducer',
@@ -86,6 +90,17 @@ class _Queue:
         with self._ready:
             self._items.append(message)
             self._ready.notify()
+
+    def requeue(self, messages: list[_Message]) -> None:
+        """Put messages taken but not processed back at the head, in their
+        order, marked ``redelivered`` (as RabbitMQ does)."""
+        if not messages:
+            return
+        with self._ready:
+            for message in reversed(messages):
+                message.redelivered = True
+                self._items.appendleft(message)
+            self._ready.notify(len(messages))
 
     def get(self, timeout: float) -> Optional[_Message]:
         """Return the next live message, or ``None`` after ``timeout``."""
@@ -280,8 +295,16 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
     def push_message(self, message: Message, routing_key: Optional[str] = None,
                      headers: Optional[Mapping[str, Any]] = None) -> None:
         self._check_open()
-        body, content_type = self._encode(message)
         target = self._target(routing_key)
+        if telemetry.enabled:   # the span's trace context goes in the headers
+            with telemetry.publishing(target, headers, system='memory') as traced:
+                self._send(message, target, traced)
+            return
+        self._send(message, target, headers)
+
+    def _send(self, message: Message, target: str,
+              headers: Optional[Mapping[str, Any]]) -> None:
+        body, content_type = self._encode(message)
         if not self._broker.publish(target, _Message(
                 body, content_type, message_id=self._next_id(),
                 headers=check_headers(headers), routing_key=target)):
@@ -305,16 +328,30 @@ class MemoryAsynchronProducer(_MemoryRole, AsynchronProducer):
 
 @register(RPCProducer, 'memory')
 class MemoryRPCProducer(_MemoryRole, RPCProducer):
-    """:class:`~.comm.RPCProducer` on the in-process broker."""
+    """:class:`~.comm.RPCProducer` on the in-process broker.
+
+    Replies are handed over by the consumer's thread, which settles the
+    call's slot (``_on_reply``): a future of :meth:`submit` is
+    completed, and its done-callbacks run, in that thread.
+    """
 
     def __init__(self, **config: Any) -> None:
         self._configure(config)
         self.rpc_timeout = self.settings.rpc_timeout
         self._reply_to = 'amq.gen-' + uuid.uuid4().hex
-        #: Guards _waiting; held for a few statements, never while waiting.
+        #: Guards _waiting and _closing; held for a few statements, never
+        #: while waiting.
         self._lock = threading.Lock()
         #: Correlation id -> the slot of the call waiting for it (_lock).
         self._waiting: dict[Optional[str], ReplySlot] = {}
+        #: close() has begun: submit() registers no call any more (_lock).
+        self._closing = False
+        self.rpc_max_in_flight = self.settings.rpc_max_in_flight
+        #: The calls of submit(): their bound, futures and deadlines; it
+        #: removes expired calls from _waiting under _lock.
+        self._calls = CallWindow(self.rpc_max_in_flight,
+                                 'memory-{:x}'.format(id(self)), self._lock,
+                                 self._waiting)
         self._drop_log = CoalescedLog(log)
 
     def _open(self) -> None:
@@ -324,8 +361,11 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
     def _close(self) -> None:
         self._broker.remove_sink(self._reply_to)
         with self._lock:
-            waiting, self._waiting = self._waiting, {}
-        for slot in waiting.values():
+            self._closing = True
+            waiting = list(self._waiting.values())
+            self._waiting.clear()   # the same dict: _calls holds it too
+        self._calls.close()
+        for slot in waiting:
             slot.settle(error=TransientError(
                 503, 'the RPC producer was closed while waiting for a reply'))
 
@@ -342,22 +382,42 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
                      timeout: Optional[float] = None,
                      headers: Optional[Mapping[str, Any]] = None) -> Message:
         self._check_open()
+        target, correlation_id = self._target(routing_key), secrets.token_hex(16)
+        if not telemetry.enabled:
+            return self._result(*self._send(message, target, timeout, headers,
+                                            correlation_id))
+        with telemetry.rpc_call(target, correlation_id=correlation_id,
+                                system='memory'):
+            with telemetry.publishing(target, headers, system='memory',
+                                      conversation_id=correlation_id) as traced:
+                sent = self._send(message, target, timeout, traced, correlation_id)
+            return self._result(*sent)
+
+    def _send(self, message: Message, target: str, timeout: Optional[float],
+              headers: Optional[Mapping[str, Any]], correlation_id: str,
+              ) -> tuple[ReplySlot, Optional[float], str]:
+        """Send the request of a call that waits for its reply."""
         body, content_type = self._encode(message)
         timeout = (self.rpc_timeout if timeout is None
                    else check_timeout(timeout, 'timeout'))
         expires_at = None if timeout is None else time.monotonic() + timeout
-        target = self._target(routing_key)
         sent_headers = check_headers(headers)
-        correlation_id = secrets.token_hex(16)
         slot = ReplySlot()
         with self._lock:
             self._waiting[correlation_id] = slot
+        if not self._broker.publish(target, _Message(
+                body, content_type, self._reply_to, correlation_id, expires_at,
+                headers=sent_headers, routing_key=target)):
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
+            raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
+                                '(routing key {!r})'.format(target))
+        return slot, timeout, correlation_id
+
+    def _result(self, slot: ReplySlot, timeout: Optional[float],
+                correlation_id: str) -> Message:
+        """Wait for the reply of a sent request, and return its result."""
         try:
-            if not self._broker.publish(target, _Message(
-                    body, content_type, self._reply_to, correlation_id, expires_at,
-                    headers=sent_headers, routing_key=target)):
-                raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
-                                    '(routing key {!r})'.format(target))
             if not slot.wait(timeout):
                 raise RPCTimeoutError(reason='no reply within {} s'.format(timeout))
         finally:
@@ -368,10 +428,71 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         assert slot.body is not None  # settled with a body or an error
         return codec.result_from_reply(slot.body)
 
+    def submit(self, message: Message, routing_key: Optional[str] = None,
+               timeout: Optional[float] = None,
+               headers: Optional[Mapping[str, Any]] = None) -> Future[Message]:
+        """submit(message, routing_key=None, timeout=None, headers=None)
+
+        Send ``message`` and return a future of its result; see
+        :meth:`.comm.RPCProducer.submit`. A request that no queue takes
+        fails its future with :class:`~occo.util.exceptions.CriticalError`
+        404, as on RabbitMQ.
+
+        :rtype: concurrent.futures.Future
+        """
+        self._check_open()
+        target, correlation_id = self._target(routing_key), secrets.token_hex(16)
+        if telemetry.enabled:   # a send span: no caller waits for a call span
+            with telemetry.publishing(target, headers, system='memory',
+                                      conversation_id=correlation_id) as traced:
+                return self._submit(message, target, timeout, traced, correlation_id)
+        return self._submit(message, target, timeout, headers, correlation_id)
+
+    def _submit(self, message: Message, target: str, timeout: Optional[float],
+                headers: Optional[Mapping[str, Any]],
+                correlation_id: str) -> Future[Message]:
+        body, content_type = self._encode(message)
+        timeout = (self.rpc_timeout if timeout is None
+                   else check_timeout(timeout, 'timeout'))
+        sent_headers = check_headers(headers)
+        future: Future[Message] = Future()
+        future.set_running_or_notify_cancel()   # a sent request stays sent
+        self._calls.enter()
+        slot = ReplySlot(on_settle=functools.partial(self._calls.complete, future))
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._waiting[correlation_id] = slot
+        if closing:
+            self._calls.leave()
+            raise ClosedError('{} is closed'.format(type(self).__name__))
+        expires_at = None
+        if timeout is not None:
+            expires_at = time.monotonic() + timeout
+            self._calls.expire_at(expires_at, correlation_id, slot, target,
+                                  timeout)
+        if not self._broker.publish(target, _Message(
+                body, content_type, self._reply_to, correlation_id, expires_at,
+                headers=sent_headers, routing_key=target)):
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
+            slot.settle(error=CriticalError(404, 'request not routed: 312 '
+                                            'NO_ROUTE (routing key {!r})'.format(target)))
+        return future
+
 
 @register(EventDrivenConsumer, 'memory')
 class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
-    """:class:`~.comm.EventDrivenConsumer` on the in-process broker."""
+    """:class:`~.comm.EventDrivenConsumer` on the in-process broker.
+
+    With ``max_workers`` above 1 it behaves as the ``amqp`` consumer: the
+    consuming thread takes up to the prefetch (``prefetch_count``, at
+    least ``max_workers``; 0: no limit) messages from the queue ahead and
+    hands them to a :class:`~.workers.WorkerPool`; a stop puts those not
+    started back at the head of the queue, marked ``redelivered``; and
+    ``close()`` does the same with the messages of workers still running
+    after the grace period, as RabbitMQ does when the connection closes.
+    """
 
     def __init__(self, processor: Callable[..., Any], pargs: Iterable[Any] = (),
                  pkwargs: Optional[Mapping[str, Any]] = None,
@@ -384,16 +505,65 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
                 'missing configuration key \'queue\': what should be consumed?')
         #: Rejected messages: ten lines a second at most (thread-safe).
         self._reject_log = CoalescedLog(log, interval=1.0, burst=10)
+        workers, prefetch = self.settings.max_workers, self.settings.prefetch_count
+        #: Messages taken ahead at most with workers (0: no limit).
+        self._prefetch = prefetch if prefetch == 0 else max(prefetch, workers)
+        #: With max_workers above 1, the workers (set once; thread-safe).
+        self._pool: Optional[WorkerPool[_Message]] = None
+        if workers > 1:
+            self._pool = WorkerPool(workers, 'occo-worker-' + self.queue, self._handle,
+                                    _described, self._stop_on_fatal)
 
     def start_consuming(self) -> None:
         self._check_open()
         assert self.queue is not None  # checked by __init__
         queue = self._broker.queue(self.queue)
         with self._consuming_session(queue.name):
+            if self._pool is not None:
+                self._consume_with_workers(queue, self._pool)
+                return
             while self._keep_consuming():
                 message = queue.get(POLL_INTERVAL)
                 if message is not None:
                     self._handle(message)
+
+    def _consume_with_workers(self, queue: _Queue,
+                              pool: WorkerPool[_Message]) -> None:
+        """The consuming loop with ``max_workers`` above 1: take messages
+        while fewer than the prefetch wait or run, hand them to the pool."""
+        pool.start()
+        try:
+            while self._keep_consuming():
+                if not pool.wait_for_room(self._prefetch, POLL_INTERVAL):
+                    continue
+                message = queue.get(POLL_INTERVAL)
+                if message is not None and not pool.put(message):
+                    queue.requeue([message])   # close() stopped the pool
+        finally:
+            self._finish_workers()
+        fatal = pool.take_fatal()
+        if fatal is not None:   # as if the processor had run here
+            raise fatal
+
+    def _finish_workers(self) -> None:
+        if self._pool is not None:
+            self._requeue(self._pool.stop(self.settings.shutdown_grace))
+            self._pool.join()
+
+    def _close(self) -> None:
+        """The messages of workers still running go back to the queue."""
+        if self._pool is not None:
+            self._requeue(self._pool.reclaim())
+
+    def _requeue(self, messages: list[_Message]) -> None:
+        if messages:
+            assert self.queue is not None  # checked by __init__
+            self._broker.queue(self.queue).requeue(messages)
+
+    def _stop_on_fatal(self) -> None:
+        """A worker's processor raised ``SystemExit`` or
+        ``KeyboardInterrupt``: stop as after SIGTERM."""
+        self._terminated = True
 
     def _handle(self, message: _Message) -> None:
         outcome = dispatch.handle(
@@ -401,6 +571,8 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
             message.content_type, message.reply_to is not None,
             message.message_id or message.correlation_id,
             self.settings.max_message_size, self._reject_log, message.info())
+        if self._pool is not None and not self._pool.settling():
+            return   # close() put it back in the queue meanwhile
         if outcome.reply is not None:
             assert message.reply_to is not None  # only requests get a reply
             if not self._broker.publish(message.reply_to, _Message(
@@ -409,3 +581,7 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
                 log.debug('Dropped the reply to %s: its caller is gone',
                           message.correlation_id)
 
+
+def _described(message: _Message) -> object:
+    """How log lines name a message: its id."""
+    return repr(message.message_id or message.correlation_id)

@@ -26,6 +26,7 @@ from .comm import register
 from .failures import CoalescedLog
 from .message_context import message_info
 from .pika_internals import received_headers
+from .workers import WorkerPool
 
 #: The backend's logger: one name for its three roles.
 log = logging.getLogger('occo.util.communication.mq')
@@ -53,6 +54,14 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
     processor returned; acknowledgements are batched. When
     :meth:`start_consuming` returns, messages received but not processed go
     back to the queue.
+
+    With ``max_workers`` above 1 the consuming thread only receives: it
+    hands each delivery to a :class:`~.workers.WorkerPool`, whose workers
+    run the processor and each send their message's reply and
+    acknowledgement (one ``basic_ack`` per message, never ``multiple``:
+    workers finish in any order) through the loop's
+    :meth:`~.amqp_loop.AmqpLoop.run_now`. The prefetch is at least
+    ``max_workers`` (``prefetch_count`` 0 stays unlimited).
     """
 
     _kind = 'consumer'
@@ -84,12 +93,21 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
         self._ack_batch = max(1, min(ACK_BATCH, self.settings.prefetch_count // 2))
         #: Rejected messages: ten lines a second at most (thread-safe).
         self._reject_log = CoalescedLog(log, interval=1.0, burst=10)
+        workers, prefetch = self.settings.max_workers, self.settings.prefetch_count
+        #: The prefetch asked of the broker: room for every worker.
+        self._prefetch = prefetch if prefetch == 0 else max(prefetch, workers)
+        #: With max_workers above 1, the workers (set once; thread-safe);
+        #: else None, and the consuming thread runs the processor.
+        self._pool: Optional[WorkerPool[_Delivery]] = None
+        if workers > 1:
+            self._pool = WorkerPool(workers, 'occo-worker-' + self.settings.queue,
+                                    self._work, _described, self._stop_on_fatal)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
         s = self.settings
         channel.add_on_cancel_callback(self._on_broker_cancel)
         steps: list[Step] = [lambda done: channel.basic_qos(
-            prefetch_count=s.prefetch_count, callback=done)]
+            prefetch_count=self._prefetch, callback=done)]
         steps += self._declare_steps(channel, [s.queue])
         self._ack_upto, self._ack_count, self._ack_timer = None, 0, False
         if self._consuming:
@@ -136,8 +154,12 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
         self._check_open()
         assert self._loop is not None  # opened
         self._consuming = True
-        try:
-            with self._consuming_session(self.settings.queue):
+        pool = self._pool
+        handle = self._handle if pool is None else self._hand_over
+        with self._consuming_session(self.settings.queue):
+            try:
+                if pool is not None:
+                    pool.start()
                 if self._loop.alive:
                     self._loop.submit(self._consume)
                 while self._keep_consuming():
@@ -146,9 +168,12 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
                         continue
                     item = self._next_delivery(self._loop)
                     if item is not None:
-                        self._handle(*item)
-        finally:
-            self._stop_consuming()
+                        handle(*item)
+            finally:
+                self._stop_consuming()
+            fatal = None if pool is None else pool.take_fatal()
+            if fatal is not None:   # as if the processor had run here
+                raise fatal
 
     def _next_delivery(self, loop: AmqpLoop) -> Optional[_Delivery]:
         """The next delivery, waiting at most :data:`POLL_INTERVAL` for it
@@ -166,6 +191,8 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
 
     def _resume(self) -> None:
         """Reconnect after a loss; raise when that cannot work (permanent)."""
+        if self._terminated:   # close() stopped the loop: do not reopen it
+            return
         try:
             self._reconnect(self.cancel_event)
         except CriticalError as e:
@@ -176,6 +203,26 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
             self.cancel_event.wait(self.settings.retry_delay or POLL_INTERVAL)
         else:
             log.info('Consuming %r again', self.settings.queue)
+
+    def _hand_over(self, channel: pika.channel.Channel,
+                   method: pika.spec.Basic.Deliver,
+                   properties: pika.BasicProperties, body: bytes) -> None:
+        """Give a delivery to the workers (consuming thread); put it back in
+        the queue if they stopped meanwhile (a ``close()`` from another
+        thread)."""
+        assert self._pool is not None  # max_workers > 1
+        if not self._pool.put((channel, method, properties, body)):
+            self._requeue([(channel, method, properties, body)])
+
+    def _work(self, item: _Delivery) -> None:
+        """Process one delivery in a worker thread, and settle it."""
+        self._handle(*item)
+
+    def _stop_on_fatal(self) -> None:
+        """A worker's processor raised ``SystemExit`` or
+        ``KeyboardInterrupt``: stop as after SIGTERM; start_consuming raises
+        it when it has stopped."""
+        self._terminated = True
 
     def _handle(self, channel: pika.channel.Channel, method: pika.spec.Basic.Deliver,
                 properties: pika.BasicProperties, body: bytes) -> None:
@@ -222,6 +269,9 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
                         content_type=codec.REPLY_CONTENT_TYPE,
                         correlation_id=properties.correlation_id))
         if outcome.ack:
+            if self._pool is not None:   # workers finish in any order
+                channel.basic_ack(tag)
+                return
             if self._ack_upto is None:
                 self._ack_since = time.monotonic()
             self._ack_upto = tag
@@ -256,19 +306,43 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
             channel.basic_ack(tag, multiple=True)
 
     def _stop_consuming(self) -> None:
+        """Stop the broker's deliveries, put back what was received and not
+        started, then wait for running workers until the grace deadline."""
         self._consuming = False
+        pool = self._pool
+        unstarted = [] if pool is None else pool.stop(self.settings.shutdown_grace)
+        loop = self._loop
+        if loop is not None and loop.alive:
+            try:
+                loop.submit(self._cancel_consumer)
+            except CommunicationError as e:
+                log.debug('Connection lost while stopping: %s', e)
+        while True:
+            try:
+                unstarted.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        self._requeue(unstarted)
+        if pool is not None:
+            pool.join()
+
+    def _finish_workers(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            self._requeue(pool.stop(self.settings.shutdown_grace))
+            pool.join()
+
+    def _requeue(self, deliveries: list[_Delivery]) -> None:
+        """Put deliveries back in the queue, unprocessed (any thread); those
+        of a dead channel the broker puts back itself."""
         loop = self._loop
         if loop is None or not loop.alive:
             return
         try:
-            loop.submit(self._cancel_consumer)
-            while True:
-                channel, method, _, _ = self._inbox.get_nowait()
+            for channel, method, _, _ in deliveries:
                 tag = method.delivery_tag
                 if channel is loop.channel and tag is not None:
                     loop.submit(functools.partial(_requeue, tag))
-        except queue.Empty:
-            pass
         except CommunicationError as e:
             log.debug('Connection lost while stopping: %s', e)
 
@@ -287,3 +361,10 @@ def _nothing() -> None:
 
 def _requeue(tag: int, channel: pika.channel.Channel) -> None:
     channel.basic_nack(tag, requeue=True)
+
+
+def _described(item: _Delivery) -> object:
+    """How log lines name a delivery: its message id, else its tag."""
+    _, method, properties, _ = item
+    return repr(properties.message_id or properties.correlation_id
+                or method.delivery_tag)

@@ -20,7 +20,7 @@ import pika.spec
 
 from ..exceptions import CommunicationError, CriticalError
 from ..exceptions import TransientError
-from . import codec
+from . import codec, telemetry
 from .amqp_loop import AmqpLoop, Operation, publish, run_steps
 from .amqp_role import POLL_INTERVAL, AmqpRole
 from .comm import AsynchronProducer, Message
@@ -129,9 +129,20 @@ class MQAsynchronProducer(AmqpRole, AsynchronProducer):
         assert self._loop is not None  # opened
         body, content_type = codec.encode(message)
         self._check_size(body)
-        record = _Record(self._target(routing_key), body, pika.BasicProperties(
+        target, message_id = self._target(routing_key), self._next_id()
+        if telemetry.enabled:   # the span's trace context goes in the headers
+            with telemetry.publishing(
+                    target, headers, exchange=self._exchange, message_id=message_id,
+                    body_size=len(body), **self._telemetry_peer()) as traced:
+                self._send(body, content_type, target, message_id, traced)
+            return
+        self._send(body, content_type, target, message_id, headers)
+
+    def _send(self, body: bytes, content_type: str, target: str, message_id: str,
+              headers: Optional[Mapping[str, Any]]) -> None:
+        record = _Record(target, body, pika.BasicProperties(
             content_type=content_type, delivery_mode=self._delivery_mode,
-            message_id=self._next_id(),
+            message_id=message_id,
             headers=None if headers is None else check_headers(headers)))
         if self.settings.confirm:
             self._wait_for_room(len(body))

@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, Optional
 
 import pika
@@ -18,15 +19,15 @@ import pika.channel
 import pika.frame
 import pika.spec
 
-from ..exceptions import CommunicationError, CriticalError
+from ..exceptions import ClosedError, CommunicationError, CriticalError
 from ..exceptions import RPCTimeoutError, TransientError
-from . import codec
+from . import codec, telemetry
 from .amqp_loop import AmqpLoop, Step, publish, run_steps
 from .amqp_role import AmqpRole
 from .comm import Message, RPCProducer
 from .comm import register
 from .failures import CoalescedLog, is_permanent
-from .reply_slot import ReplySlot
+from .reply_slot import CallWindow, ReplySlot
 from .message_context import check_headers
 from .settings import check_timeout
 
@@ -55,6 +56,11 @@ class MQRPCProducer(AmqpRole, RPCProducer):
     broker closed the channel on the request (no such exchange, access
     refused), the call raises :class:`~occo.util.exceptions.CriticalError`
     with the broker's code and text.
+
+    :meth:`submit` and :meth:`~.comm.RPCProducer.map` send requests the same way and complete
+    each call's future from the same callbacks (see
+    :class:`~.reply_slot.CallWindow`); with many calls in flight nobody
+    borrows the socket, and the I/O thread reads the replies in batches.
     """
 
     _kind = 'rpc'
@@ -68,6 +74,13 @@ class MQRPCProducer(AmqpRole, RPCProducer):
         #: Correlation id -> the slot of the call waiting for it (_lock).
         #: Looked up with a reply's correlation id, which may be missing.
         self._waiting: dict[Optional[str], ReplySlot] = {}
+        #: close() has begun: no call registers any more (_lock).
+        self._closing = False
+        self.rpc_max_in_flight = self.settings.rpc_max_in_flight
+        #: The calls of submit(): their bound, futures and deadlines; it
+        #: removes expired calls from _waiting under _lock.
+        self._calls = CallWindow(self.rpc_max_in_flight, self._name,
+                                 self._lock, self._waiting)
         self._drop_log = CoalescedLog(log)
 
     def _setup(self, channel: pika.channel.Channel, done: Callable[[], None]) -> None:
@@ -86,23 +99,54 @@ class MQRPCProducer(AmqpRole, RPCProducer):
         :raises ValueError: when ``timeout`` is not a finite number of
             seconds within :data:`~.settings.MAX_RPC_TIMEOUT`.
         """
+        if telemetry.enabled:
+            return self._traced_call(message, routing_key, timeout, headers)
+        return self._call(message, routing_key, timeout, headers,
+                          secrets.token_hex(16))
+
+    def _traced_call(self, message: Message, routing_key: Optional[str],
+                     timeout: Optional[float],
+                     headers: Optional[Mapping[str, Any]]) -> Message:
+        """:meth:`push_message` in a ``call`` span, the request in its
+        ``send`` span (whose context the request's headers carry)."""
         self._check_open()
-        assert self._loop is not None  # opened
-        body, content_type = codec.encode(message)
-        self._check_size(body)
-        timeout = (self.settings.rpc_timeout if timeout is None
-                   else check_timeout(timeout, 'timeout'))
-        routing_key = self._target(routing_key)
-        correlation_id = secrets.token_hex(16)
-        properties = pika.BasicProperties(
-            content_type=content_type, correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO, delivery_mode=1,
-            expiration=None if timeout is None else str(max(1, int(timeout * 1000))),
-            headers=None if headers is None else check_headers(headers))
+        target, correlation_id = self._target(routing_key), secrets.token_hex(16)
+        peer = self._telemetry_peer()
+        with telemetry.rpc_call(target, exchange=self._exchange,
+                                correlation_id=correlation_id, **peer):
+            with telemetry.publishing(target, headers, exchange=self._exchange,
+                                      conversation_id=correlation_id,
+                                      **peer) as traced:
+                sent = self._send(message, target, timeout, traced, correlation_id)
+            return self._result(*sent)
+
+    def _call(self, message: Message, routing_key: Optional[str],
+              timeout: Optional[float], headers: Optional[Mapping[str, Any]],
+              correlation_id: str) -> Message:
+        return self._result(*self._send(message, routing_key, timeout, headers,
+                                        correlation_id))
+
+    def _send(self, message: Message, routing_key: Optional[str],
+              timeout: Optional[float], headers: Optional[Mapping[str, Any]],
+              correlation_id: str,
+              ) -> tuple[AmqpLoop, ReplySlot, str, Optional[float], str]:
+        """Send the request of a call that waits for its reply."""
+        body, routing_key, timeout, properties = self._request(
+            message, routing_key, timeout, headers, correlation_id)
         loop, slot = self._register(correlation_id)
         try:
             loop.run_now(functools.partial(self._publish, routing_key, body,
                                            properties))
+        except BaseException:
+            with self._lock:
+                self._waiting.pop(correlation_id, None)
+            raise
+        return loop, slot, routing_key, timeout, correlation_id
+
+    def _result(self, loop: AmqpLoop, slot: ReplySlot, routing_key: str,
+                timeout: Optional[float], correlation_id: str) -> Message:
+        """Wait for the reply of a sent request, and return its result."""
+        try:
             if not _wait_driving(loop, slot, timeout):
                 raise RPCTimeoutError(reason='no reply from {!r} within {} s'
                                       .format(routing_key, timeout))
@@ -114,17 +158,100 @@ class MQRPCProducer(AmqpRole, RPCProducer):
         assert slot.body is not None  # settled with a body or an error
         return codec.result_from_reply(slot.body)
 
-    def _register(self, correlation_id: str) -> tuple[AmqpLoop, ReplySlot]:
+    def submit(self, message: Message, routing_key: Optional[str] = None,
+               timeout: Optional[float] = None,
+               headers: Optional[Mapping[str, Any]] = None) -> Future[Message]:
+        """submit(message, routing_key=None, timeout=None, headers=None)
+
+        Send ``message`` and return a future of its result; see
+        :meth:`.comm.RPCProducer.submit`.
+
+        The request goes out as ``push_message``'s does, written by the
+        calling thread when the connection is free, else by the thread
+        that holds it, in its next batch. A lost connection fails the
+        future at once, and the next call reconnects.
+
+        :rtype: concurrent.futures.Future
+        """
+        correlation_id = secrets.token_hex(16)
+        if telemetry.enabled:   # a send span: no caller waits for a call span
+            self._check_open()
+            target = self._target(routing_key)
+            with telemetry.publishing(target, headers, exchange=self._exchange,
+                                      conversation_id=correlation_id,
+                                      **self._telemetry_peer()) as traced:
+                return self._submit(message, target, timeout, traced, correlation_id)
+        return self._submit(message, routing_key, timeout, headers, correlation_id)
+
+    def _submit(self, message: Message, routing_key: Optional[str],
+                timeout: Optional[float], headers: Optional[Mapping[str, Any]],
+                correlation_id: str) -> Future[Message]:
+        body, routing_key, timeout, properties = self._request(
+            message, routing_key, timeout, headers, correlation_id)
+        future: Future[Message] = Future()
+        future.set_running_or_notify_cancel()   # a sent request stays sent
+        self._calls.enter()
+        try:
+            loop, slot = self._register(correlation_id, functools.partial(
+                self._calls.complete, future))
+        except BaseException:
+            self._calls.leave()
+            raise
+        if timeout is not None:
+            self._calls.expire_at(time.monotonic() + timeout, correlation_id,
+                                  slot, routing_key, timeout)
+        try:
+            loop.run_now(functools.partial(self._publish, routing_key, body,
+                                           properties))
+        except CommunicationError as e:
+            # The loop died: _on_lost failed the slot already, normally.
+            with self._lock:
+                if self._waiting.get(correlation_id) is slot:
+                    del self._waiting[correlation_id]
+            slot.settle(error=e)
+        return future
+
+    def _request(self, message: Message, routing_key: Optional[str],
+                 timeout: Optional[float], headers: Optional[Mapping[str, Any]],
+                 correlation_id: str,
+                 ) -> tuple[bytes, str, Optional[float], pika.BasicProperties]:
+        """Check and encode one call: body, routing key, timeout and the
+        properties, or raise what the caller did wrong before anything is
+        sent."""
+        self._check_open()
+        body, content_type = codec.encode(message)
+        self._check_size(body)
+        timeout = (self.settings.rpc_timeout if timeout is None
+                   else check_timeout(timeout, 'timeout'))
+        routing_key = self._target(routing_key)
+        properties = pika.BasicProperties(
+            content_type=content_type, correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO, delivery_mode=1,
+            expiration=None if timeout is None else str(max(1, int(timeout * 1000))),
+            headers=None if headers is None else check_headers(headers))
+        return body, routing_key, timeout, properties
+
+    def _register(self, correlation_id: str,
+                  on_settle: Optional[Callable[[ReplySlot], object]] = None,
+                  ) -> tuple[AmqpLoop, ReplySlot]:
         """A slot for the call, on an open loop (reconnecting if needed).
 
         The slot is registered only while its loop is alive, under
         ``_lock``, which :meth:`_on_lost` takes too: so either the loop's
         death fails the slot, or the slot is never registered on a dead loop.
+        Likewise with ``close()``, which sets ``_closing`` under ``_lock``
+        before it fails the waiting calls.
+
+        :raises ClosedError: when ``close()`` has begun.
         """
         while True:
+            if self._closing:   # stale reads are caught below, under _lock
+                raise ClosedError('{} is closed'.format(type(self).__name__))
             loop = self._open_loop()
-            slot = ReplySlot(owner=loop)
+            slot = ReplySlot(loop, on_settle)
             with self._lock:
+                if self._closing:
+                    raise ClosedError('{} is closed'.format(type(self).__name__))
                 if loop.alive:
                     self._waiting[correlation_id] = slot
                     return loop, slot
@@ -175,6 +302,9 @@ class MQRPCProducer(AmqpRole, RPCProducer):
             slot.settle(error=copy.copy(error))
 
     def _close(self) -> None:
+        with self._lock:
+            self._closing = True
+        self._calls.close()
         self._fail_waiting(TransientError(503, 'the producer was closed'))
         super()._close()
 

@@ -59,6 +59,13 @@ key                      default         meaning and range
 ``max_in_flight``        ``1000``        unconfirmed messages before
                                          ``push_message`` blocks; 1 to
                                          1000000
+``max_in_flight_bytes``  ``32 MiB``      unconfirmed bytes of bodies
+                                         before ``push_message`` blocks
+                                         (one message always goes); 1 to
+                                         2 GiB
+``rpc_max_in_flight``    ``64``          RPC calls made with ``submit``
+                                         or ``map`` in flight before
+                                         ``submit`` blocks; 1 to 1000000
 ``connect_timeout``      ``10``          seconds to open a connection; 0.001
                                          to 315360000
 ``connection_attempts``  ``3``           tries per (re)connection; 1 to 1000
@@ -68,6 +75,12 @@ key                      default         meaning and range
 ``max_message_size``     ``4 MiB``       larger messages are refused; 1 to
                                          536870912 (512 MiB, RabbitMQ's
                                          limit)
+``max_workers``          ``1``           consumers: messages processed at
+                                         once, each in a worker thread (1:
+                                         in the consuming thread); 1 to 1000
+``shutdown_grace``       ``30``          consumers with ``max_workers`` > 1:
+                                         seconds a stop waits for running
+                                         messages; 0 to 315360000
 ======================== =============== =========================================
 
 (*) An AMQP short string: at most 255 bytes in UTF-8.
@@ -99,6 +112,9 @@ __all__ = ['Settings', 'Secret', 'check_timeout', 'MAX_RPC_TIMEOUT']
 #: ``406 PRECONDITION_FAILED - invalid expiration '315360000001':
 #: {value_too_large,...}`` above 315360000000 ms.
 MAX_RPC_TIMEOUT = 315360000.0
+
+#: The most worker threads one consumer may run (``max_workers``).
+MAX_WORKERS = 1000
 
 #: The shortest timeout, in seconds: the expiration's unit, one millisecond.
 _MIN_TIMEOUT = 0.001
@@ -197,6 +213,10 @@ class Settings:
                                         _MIN_TIMEOUT)
         self.max_in_flight = _integer(config, 'max_in_flight', 1000, 1,
                                       1000000)
+        self.max_in_flight_bytes = _integer(config, 'max_in_flight_bytes',
+                                            32 * 1024 * 1024, 1, 2 ** 31)
+        self.rpc_max_in_flight = _integer(config, 'rpc_max_in_flight', 64, 1,
+                                          1000000)
         self.connect_timeout = _seconds(config, 'connect_timeout', 10.0,
                                         _MIN_TIMEOUT)
         self.connection_attempts = _integer(config, 'connection_attempts', 3,
@@ -205,6 +225,8 @@ class Settings:
         self.dead_letter_exchange = _text(config, 'dead_letter_exchange', None)
         self.max_message_size = _integer(config, 'max_message_size',
                                          4 * 1024 * 1024, 1, _MAX_BODY)
+        self.max_workers = _integer(config, 'max_workers', 1, 1, MAX_WORKERS)
+        self.shutdown_grace = _seconds(config, 'shutdown_grace', 30.0, 0)
 
     def queue_arguments(self) -> Optional[dict[str, Any]]:
         """The ``x-`` arguments every declaration of the queue carries."""
