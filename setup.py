@@ -33,6 +33,9 @@ setup(
         'otel': ['opentelemetry-api>=1.20'],
         # Writes JSON messages 3 to 50 times faster, byte for byte the same.
         'fast': ['orjson>=3.9'],
+        # python -m benchmarks: the other clients it compares, and --plot.
+        'bench': ['kombu>=5.3', 'aio-pika>=9', 'amqpstorm>=2.10',
+                  'matplotlib>=3.7'],
     },
     entry_points={
         'console_scripts': [

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 
-from . import raw, report
+from . import others, raw, report
 from .cases import CASES, NEEDS_BROKER, error_text, make_row
+from .progress import Progress
 from .workload import Workload, read_ledger
 
 #: A load average above this after a case means more than the benchmark
@@ -52,9 +53,35 @@ def parse_args(argv):
     parser.add_argument('--scale', type=float, default=1.0,
                         help='multiply every message count (default: 1)')
     parser.add_argument('--case-timeout', type=float, default=None,
-                        help='seconds before a case is killed (default: 300, '
+                        help='seconds before a case is killed (default: 900, '
                         '90 with --quick)')
+    parser.add_argument('--sizes', default=None, metavar='N,N',
+                        help='run the cases at each of these message sizes '
+                        '(bytes, or with k or m: 100,10k,1m); overrides --size')
+    parser.add_argument('--clients', default='all', metavar='A,B',
+                        help='other clients to compare where a case has them: '
+                        '{}, all or none (default: all; a missing one is '
+                        'noted, not an error)'.format(', '.join(others.CLIENTS)))
+    parser.add_argument('--plot', default=None, metavar='DIR',
+                        help='write PNG charts to DIR (needs matplotlib: '
+                        'pip install -e .[bench])')
     args = parser.parse_args(argv)
+    try:
+        args.sizes = (_parse_sizes(args.sizes) if args.sizes is not None
+                      else [args.size])
+    except ValueError:
+        parser.error('--sizes: give sizes in bytes, e.g. 100,10240,1048576 '
+                     'or 100,10k,1m')
+    names = [c.strip() for c in args.clients.split(',') if c.strip()]
+    if names == ['all']:
+        names = list(others.CLIENTS)
+    elif names == ['none']:
+        names = []
+    unknown = [c for c in names if c not in others.CLIENTS]
+    if unknown:
+        parser.error('unknown client(s) {}; known: {}'.format(
+            ', '.join(unknown), ', '.join(others.CLIENTS)))
+    args.clients = names
     args.cases = [c.strip() for c in args.cases.split(',') if c.strip()]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -62,14 +89,26 @@ def parse_args(argv):
             ', '.join(unknown), ', '.join(CASES)))
     if args.runs is None:
         args.runs = 1 if args.quick else 3
-    if args.runs < 1 or args.size < 1 or args.scale <= 0:
-        parser.error('--runs, --size and --scale must be positive')
+    if args.runs < 1 or min(args.sizes) < 1 or args.scale <= 0:
+        parser.error('--runs, --size(s) and --scale must be positive')
     if args.case_timeout is None:
-        args.case_timeout = 90.0 if args.quick else 300.0
+        # 900: consume with the three other clients takes about 5 minutes.
+        args.case_timeout = 90.0 if args.quick else 900.0
     return args
 
 
-def run_case(name, workload, timeout):
+def _parse_sizes(text):
+    """``'100,10k,1m'`` -> ``[100, 10240, 1048576]``."""
+    sizes = []
+    for part in text.lower().replace(' ', '').split(','):
+        factor = {'k': 1024, 'm': 1024 * 1024}.get(part[-1:], 1)
+        sizes.append(int(part[:-1] if factor > 1 else part) * factor)
+    if not sizes:
+        raise ValueError(text)
+    return sizes
+
+
+def run_case(name, workload, timeout, progress=None):
     """Run case ``name`` in a child process; return its rows.
 
     The child gets its own session, so on timeout the whole group (the
@@ -84,11 +123,14 @@ def run_case(name, workload, timeout):
     config = dict(workload.to_dict(), ledger=ledger)
     command = [sys.executable, '-m', 'benchmarks.runner', name,
                json.dumps(config), out_path]
+    progress_path = out_path + '.progress'
     try:
-        child = subprocess.Popen(command, stdout=sys.stderr,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            command, stdout=sys.stderr, start_new_session=True,
+            env=progress.child_env(progress_path) if progress else None)
         try:
-            code = child.wait(timeout)
+            code = (progress.wait(child, timeout, progress_path) if progress
+                    else child.wait(timeout))
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(10)
@@ -102,6 +144,8 @@ def run_case(name, workload, timeout):
                 'case process exited with code {} and no result'.format(code)])]
     finally:
         os.unlink(out_path)
+        if os.path.exists(progress_path):
+            os.unlink(progress_path)
         _delete_leftovers(workload, ledger)
 
 
@@ -124,12 +168,31 @@ def _loadavg():
     return os.getloadavg()[0]
 
 
+def _cpu_model():
+    """The processor's name from ``/proc/cpuinfo`` (``None`` if unknown)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _occo_version():
+    from occo.util.communication import __version__
+    return __version__
+
+
 def environment(workload, need_broker):
     """Versions and machine facts recorded with the results."""
     import pika
     env = {'python': platform.python_version(), 'pika': pika.__version__,
            'platform': platform.platform(), 'cpus': os.cpu_count(),
-           'loadavg_start': _loadavg(), 'broker': None}
+           'loadavg_start': _loadavg(), 'broker': None,
+           'cpu_model': _cpu_model(), 'clients': others.versions(),
+           'occo': _occo_version()}
     if need_broker:
         try:
             env['broker'] = raw.broker_version(workload)
@@ -141,12 +204,15 @@ def environment(workload, need_broker):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
-    workload = Workload(size=args.size, runs=args.runs, quick=args.quick,
-                        scale=args.scale)
+    workloads = [Workload(size=size, runs=args.runs, quick=args.quick,
+                          scale=args.scale, clients=args.clients)
+                 for size in args.sizes]
+    workload = workloads[0]
     env = environment(workload, any(c in NEEDS_BROKER for c in args.cases))
-    print('occo.util.communication benchmarks: {} B messages, {} run(s), '
+    print('occo.util.communication benchmarks: {} messages, {} run(s), '
           '{}; Python {}, pika {}, {}, {} CPUs, load {:.2f}'.format(
-              len(workload.body), workload.runs,
+              ', '.join(report.size_label(len(w.body)) for w in workloads),
+              workload.runs,
               'quick' if args.quick else 'full', env['python'], env['pika'],
               env['broker'] or 'no broker', env['cpus'], env['loadavg_start']),
           flush=True)
@@ -154,17 +220,33 @@ def main(argv=None):
         print('warning: load average {:.2f} before starting: other work on '
               'this machine will skew the numbers'.format(env['loadavg_start']),
               flush=True)
+    print('other clients: {}'.format(', '.join(
+        '{} {}'.format(c, env['clients'][c] or 'not installed')
+        for c in args.clients) or 'none'), flush=True)
     rows = []
     timings = {}
-    for name in args.cases:
-        print('running {} ...'.format(name), file=sys.stderr, flush=True)
+    # One entry per case and size; a key names both when there are sizes.
+    plan = [(name if len(workloads) == 1 else '{} {}'.format(
+        name, report.size_label(w.size)), name, w)
+        for w in workloads for name in args.cases]
+    progress = Progress(plan)
+    for index, (key, name, case_workload) in enumerate(plan):
+        progress.clear()
+        print('running {} ...'.format(key), file=sys.stderr, flush=True)
+        progress.start(index)
         t0 = time.monotonic()
-        rows += run_case(name, workload, args.case_timeout)
-        timings[name] = {'elapsed_s': time.monotonic() - t0,
-                         'loadavg_end': _loadavg()}
+        case_rows = run_case(name, case_workload, args.case_timeout, progress)
+        progress.finish()
+        for row in case_rows:
+            row['size'] = case_workload.size
+        rows += case_rows
+        timings[key] = {'elapsed_s': time.monotonic() - t0,
+                        'loadavg_end': _loadavg()}
+        progress.clear()
         print('  {} done in {:.1f} s (load {:.2f})'.format(
-            name, timings[name]['elapsed_s'], timings[name]['loadavg_end']),
+            key, timings[key]['elapsed_s'], timings[key]['loadavg_end']),
               file=sys.stderr, flush=True)
+    progress.clear()
     elapsed = time.monotonic() - started
     env['loadavg_end'] = _loadavg()
     goals = report.evaluate_goals(rows)
@@ -185,7 +267,7 @@ def main(argv=None):
               'for the cores; rerun on a quiet machine'.format(
                   BUSY_LOAD, ', '.join('{} ({:.1f})'.format(n, load)
                                        for n, load in busy.items())))
-    report.write_json(args.json, {
+    document = {
         'suite': 'occo.util.communication benchmarks',
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
@@ -193,13 +275,22 @@ def main(argv=None):
             sys.argv[1:] if argv is None else argv),
         'workload': workload.to_dict(),
         'message_bytes': len(workload.body),
+        'sizes': [w.size for w in workloads],
         'environment': env,
         'elapsed_s': elapsed,
         'cases': timings,
         'rows': rows,
         'goals': goals,
-    })
+    }
+    report.write_json(args.json, document)
     print('JSON written to {}'.format(args.json))
+    if args.plot:
+        from . import plot
+        try:
+            for path in plot.write_charts(document, args.plot):
+                print('chart written to {}'.format(path))
+        except ImportError as e:   # the table stands; say what is missing
+            print('no charts: {} (pip install -e .[bench])'.format(e))
     return 0
 
 

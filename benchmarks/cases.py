@@ -18,8 +18,10 @@ import traceback
 
 from occo.util.communication.settings import Settings
 
-from . import lib, raw
+from . import lib, others, raw
+from .cdf import keep as keep_cdf
 from .measure import summarize
+from .progress import run_started
 from .procs import Servers
 
 __all__ = ['CASES', 'NEEDS_BROKER', 'make_row', 'error_text']
@@ -62,10 +64,11 @@ def _interleave(runs, jobs):
     """
     results = {key: ([], []) for key, _ in jobs}
     for run in range(runs):
+        run_started(run + 1, runs)
         order = jobs if run % 2 == 0 else list(reversed(jobs))
         for key, fn in order:
             try:
-                results[key][0].append(fn())
+                results[key][0].append(keep_cdf(fn()))
             except Exception as e:  # becomes the row's error, run goes on
                 print('benchmark {} run {} failed:'.format(key, run + 1),
                       file=sys.stderr)
@@ -120,17 +123,18 @@ def _published(workload, publish_fn, n, *args):
 def publish_transient(workload):
     """Library with confirms on a transient queue vs raw without confirms."""
     n = workload.count('publish')
+    other = others.publishing(workload, _published)
     results = _interleave(workload.runs, [
         ('library', lambda: _published(workload, lib.publish, n, False)),
         ('raw', lambda: _published(workload, raw.publish, n, False, False)),
-    ])
+    ] + other.jobs)
     rows = [
         make_row('publish-transient', 'publish-transient', 'library', 'msg/s',
                  *results['library'], baseline='raw',
                  notes='confirmed, durable=False'),
         make_row('publish-transient', 'publish-transient', 'raw', 'msg/s',
                  *results['raw'], baseline='raw', notes='no confirms'),
-    ]
+    ] + other.rows(results)
     return _add_ratios(rows)
 
 
@@ -190,14 +194,15 @@ def consume(workload):
         def run_raw(n=n, p=prefetch):
             return _drain(workload, raw.consume, n, p, timeout)
 
+        other = others.consuming(workload, _drain, n, prefetch, timeout)
         results = _interleave(workload.runs, [('library', run_lib),
-                                              ('raw', run_raw)])
+                                              ('raw', run_raw)] + other.jobs)
         rows += [
             make_row('consume', label, lib_impl, 'msg/s', *results['library'],
                      baseline='raw', notes='N={}'.format(n)),
             make_row('consume', label, 'raw', 'msg/s', *results['raw'],
                      baseline='raw', notes='manual ack per message'),
-        ]
+        ] + other.rows(results)
     if default not in (1, 100):
         n = workload.count('consume')
         results = _interleave(workload.runs, [('library', lambda: _drain(
@@ -217,6 +222,7 @@ def rpc_seq(workload):
     try:
         with Servers(lib.echo_server, workload, lib_queue) as lib_srv, \
                 Servers(raw.echo_server, workload, raw_queue) as raw_srv:
+            other = others.rpc(workload, raw_queue, n, raw_srv.pids)
             results = _interleave(workload.runs, [
                 ('library', lambda: lib.rpc_sequential(
                     workload, lib_queue, n, lib_srv.pids)),
@@ -224,7 +230,7 @@ def rpc_seq(workload):
                     workload, raw_queue, n, raw_srv.pids)),
                 ('mixed', lambda: lib.rpc_sequential(
                     workload, raw_queue, n, raw_srv.pids)),
-            ])
+            ] + other.jobs)
     finally:
         _delete_quietly(workload, [lib_queue, raw_queue])
     rows = _add_ratios([
@@ -235,7 +241,7 @@ def rpc_seq(workload):
         make_row(label, label, 'library client, raw server', 'calls/s',
                  *results['mixed'], baseline='raw',
                  notes='client-side cost alone'),
-    ])
+    ] + other.rows(results))
     base = rows[1]
     for row in (rows[0], rows[2]):
         if row['p99_ms'] and base['p99_ms']:
@@ -277,6 +283,36 @@ def rpc_threads(workload):
     return rows
 
 
+def rpc_futures(workload):
+    """One thread keeps 64 calls in flight with ``RPCProducer.map``, against
+    raw pika's sequential RPC, each against its own server, same run."""
+    in_flight = 64
+    n = workload.count('rpc_futures')
+    n_raw = workload.count('rpc')
+    lib_queue = workload.queue_name('rpcf')
+    raw_queue = workload.queue_name('rpcr')
+    label = 'rpc-futures'
+    try:
+        with Servers(lib.echo_server, workload, lib_queue) as lib_srv, \
+                Servers(raw.echo_server, workload, raw_queue) as raw_srv:
+            results = _interleave(workload.runs, [
+                ('library', lambda: lib.rpc_map(
+                    workload, lib_queue, n, in_flight, lib_srv.pids)),
+                ('raw', lambda: raw.rpc_sequential(
+                    workload, raw_queue, n_raw, raw_srv.pids)),
+            ])
+    finally:
+        _delete_quietly(workload, [lib_queue, raw_queue])
+    return _add_ratios([
+        make_row(label, label, 'library map, {} in flight'.format(in_flight),
+                 'calls/s', *results['library'], baseline='raw sequential',
+                 notes='one thread, library server, N={}'.format(n)),
+        make_row(label, label, 'raw sequential', 'calls/s', *results['raw'],
+                 baseline='raw sequential',
+                 notes='raw server, N={}'.format(n_raw)),
+    ])
+
+
 def idle(workload):
     """CPU of a consumer on an empty queue and of an unanswered RPC call."""
     seconds = workload.count('idle_seconds')
@@ -312,6 +348,28 @@ def memory(workload):
     ]
 
 
+def workers(workload):
+    """A processor waiting 5 ms (I/O-bound): ``max_workers`` 8 against 1."""
+    delay = 0.005
+    timeout = 120 if not workload.quick else 60
+    n1, n8 = workload.count('workers_1'), workload.count('workers_8')
+    label = 'workers 5 ms'
+
+    def run(n, count):
+        return _drain(workload, lambda w, q, n, _p, t: lib.consume_workers(
+            w, q, n, count, delay, t), n, None, timeout)
+    results = _interleave(workload.runs, [('8', lambda: run(n8, 8)),
+                                          ('1', lambda: run(n1, 1))])
+    return _add_ratios([
+        make_row('workers', label, 'library 8 workers', 'msg/s', *results['8'],
+                 baseline='library 1 worker',
+                 notes='max_workers=8, N={}'.format(n8)),
+        make_row('workers', label, 'library 1 worker', 'msg/s', *results['1'],
+                 baseline='library 1 worker',
+                 notes='max_workers=1 (default), N={}'.format(n1)),
+    ])
+
+
 def rss(workload):
     """RSS growth over many messages through one producer and consumer."""
     n = workload.count('rss')
@@ -337,8 +395,10 @@ CASES = {
     'consume': consume,
     'rpc-seq': rpc_seq,
     'rpc-threads': rpc_threads,
+    'rpc-futures': rpc_futures,
     'idle': idle,
     'memory': memory,
+    'workers': workers,
     'rss': rss,
 }
 

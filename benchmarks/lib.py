@@ -12,6 +12,7 @@ Every wait has a timeout: a consumer that does not finish raises
 """
 
 import gc
+import itertools
 import os
 import threading
 import time
@@ -20,9 +21,10 @@ import occo.util.communication as comm
 
 from .measure import Meter, rss_mb
 
-__all__ = ['publish', 'consume', 'rpc_sequential', 'rpc_threads',
+__all__ = ['publish', 'consume', 'rpc_sequential', 'rpc_threads', 'rpc_map',
            'idle_consumer', 'idle_rpc', 'memory_publish_consume',
-           'memory_rpc', 'rss_growth', 'echo_server', 'echo']
+           'memory_rpc', 'rss_growth', 'echo_server', 'echo',
+           'consume_workers']
 
 #: Seconds to wait for a consumer thread to end after its cancel event.
 JOIN_TIMEOUT = 10
@@ -216,6 +218,28 @@ def rpc_threads(workload, queue, n, threads, server_pids, n_seq, warmup=20):
     return sample, sequential
 
 
+def rpc_map(workload, queue, n, in_flight, server_pids, warmup=200):
+    """``n`` calls from one thread with ``RPCProducer.map``, which keeps
+    ``in_flight`` calls in flight (``rpc_max_in_flight``).
+
+    ``warmup`` calls (untimed, the first one checked) run first. Timed from
+    the ``map`` call until the last result was taken. No per-call
+    latencies: with calls in flight, the time a result waits in line is
+    not the call's.
+    """
+    message = workload.message
+    config = dict(_rpc_config(workload, queue), rpc_max_in_flight=in_flight)
+    with comm.RPCProducer(**config) as rpc:
+        _check_echo(rpc, message)
+        for _ in rpc.map(itertools.repeat(message, warmup)):
+            pass
+        count = 0
+        meter = Meter(server_pids).start()
+        for _ in rpc.map(itertools.repeat(message, n)):
+            count += 1
+        return meter.stop(count)
+
+
 def idle_consumer(workload, queue, seconds):
     """CPU used by a consumer waiting on an empty queue for ``seconds``."""
     config = workload.amqp_config(queue, durable=False)
@@ -354,6 +378,38 @@ def rss_growth(workload, queue, n, warmup=2000, timeout=300):
         'rss_growth_from_start_mb': end - before_open,
     })
     sample.rss = end
+    return sample
+
+
+def consume_workers(workload, queue, n, workers, delay, timeout):
+    """Process ``n`` messages of a pre-filled ``queue`` with a processor
+    that waits ``delay`` seconds (I/O-bound), on ``max_workers=workers``.
+
+    The default prefetch (100) applies. Timed from starting the consumer
+    thread until the ``n``-th processor returned.
+    """
+    config = workload.amqp_config(queue, durable=False, max_workers=workers)
+    lock = threading.Lock()
+    counter = _Counter(n)
+
+    def wait_for_io(message):
+        time.sleep(delay)
+        with lock:   # several workers count at once
+            counter(message)
+    consumer = comm.EventDrivenConsumer(wait_for_io,
+                                        cancel_event=threading.Event(), **config)
+    with consumer:
+        meter = Meter().start()
+        thread = _ConsumerThread(consumer).start()
+        try:
+            ok = counter.done.wait(timeout)
+            sample = meter.stop(counter.count)
+        finally:
+            thread.stop()
+    if not ok:
+        raise TimeoutError('library consumer with {} workers got {} of {} '
+                           'messages in {} s'.format(workers, counter.count, n,
+                                                     timeout))
     return sample
 
 

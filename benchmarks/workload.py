@@ -22,9 +22,12 @@ FULL_COUNTS = {
     'rpc': 5000,
     'rpc_threads': 10000,
     'rpc_threads_seq': 2500,
+    'rpc_futures': 20000,
     'idle_seconds': 3,
     'memory': 50000,
     'memory_rpc': 10000,
+    'workers_1': 400,            # 5 ms per message, one at a time
+    'workers_8': 2000,
     'rss': 200000,
 }
 
@@ -37,11 +40,25 @@ QUICK_COUNTS = {
     'rpc': 200,
     'rpc_threads': 400,
     'rpc_threads_seq': 100,
+    'rpc_futures': 1000,
     'idle_seconds': 1,
     'memory': 2000,
     'memory_rpc': 500,
+    'workers_1': 50,
+    'workers_8': 200,
     'rss': 20000,
 }
+
+#: At most this many bytes of messages per timed window (or pre-filled
+#: queue): a count is first capped at ``MAX_WINDOW_BYTES // size``, then
+#: scaled. It changes nothing up to 10 KB; at 1 MB a window has 512
+#: messages instead of 50,000, and no queue holds more than 512 MiB.
+MAX_WINDOW_BYTES = 512 * 1024 * 1024
+#: The same for ``rss``, whose messages flow through and never pile up.
+MAX_STREAM_BYTES = 4 * 1024 * 1024 * 1024
+#: The same for RPC counts: a 1 MB call (request and reply) takes tens of
+#: milliseconds, so 200 calls; nothing changes up to 10 KB.
+MAX_CALL_BYTES = 200 * 1024 * 1024
 
 #: JSON body settings shared by the library (its codec) and raw pika.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
@@ -82,11 +99,15 @@ class Workload:
     :param scale: multiplies every count (not the idle time).
     :param ledger: a file where every queue name is recorded before use, so
         that the parent can delete the queues of a case it had to kill.
+    :param clients: the other clients to run where a case has them
+        (``kombu``, ``aio-pika``, ``amqpstorm``; see
+        :mod:`benchmarks.others`).
     """
 
     def __init__(self, size=100, runs=3, quick=False, scale=1.0,
-                 host=None, port=None, ledger=None):
+                 host=None, port=None, ledger=None, clients=()):
         self.size = int(size)
+        self.clients = tuple(clients)
         self.runs = int(runs)
         self.quick = bool(quick)
         self.scale = float(scale)
@@ -111,7 +132,13 @@ class Workload:
         base = (QUICK_COUNTS if self.quick else FULL_COUNTS)[name]
         if name == 'idle_seconds':
             return base
-        return max(1, int(base * self.scale))
+        if name == 'rss':
+            limit = MAX_STREAM_BYTES // self.size
+        elif 'rpc' in name:
+            limit = MAX_CALL_BYTES // self.size
+        else:
+            limit = MAX_WINDOW_BYTES // self.size
+        return max(1, int(min(base, limit) * self.scale))
 
     def amqp_config(self, queue, **overrides):
         """Library configuration for ``queue`` on the benchmark broker."""
@@ -124,7 +151,7 @@ class Workload:
     def to_dict(self):
         return {'size': self.size, 'runs': self.runs, 'quick': self.quick,
                 'scale': self.scale, 'host': self.host, 'port': self.port,
-                'ledger': self.ledger}
+                'ledger': self.ledger, 'clients': list(self.clients)}
 
     @classmethod
     def from_dict(cls, data):
