@@ -3,8 +3,7 @@
 on both backends, recorded by the SDK's in-memory exporters.
 
 The roles call :mod:`occo.util.communication.telemetry` at their publish,
-RPC call, process and reply points; until that is wired in, these tests are
-skipped. The spans are read after the consumer's thread has stopped
+RPC call, process and reply points. The spans are read after the consumer's thread has stopped
 (``running_consumer`` joins it), so every span it started has ended.
 """
 
@@ -24,8 +23,6 @@ from opentelemetry.trace import SpanKind
 import occo.util.communication as comm
 from conftest import JOIN_TIMEOUT, Collector, running_consumer
 from occo.util.communication import telemetry
-
-pytestmark = pytest.mark.skip(reason='wired in after headers land')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

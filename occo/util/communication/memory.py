@@ -566,18 +566,37 @@ class MemoryEventDrivenConsumer(_MemoryRole, EventDrivenConsumer):
         self._terminated = True
 
     def _handle(self, message: _Message) -> None:
-        outcome = dispatch.handle(
+        if not telemetry.enabled:
+            self._settle(message, self._outcome(message), None)
+            return
+        with telemetry.processing(
+                self.queue or '', message.headers, routing_key=message.routing_key,
+                message_id=message.message_id, conversation_id=message.correlation_id,
+                body_size=len(message.body), system='memory') as span:
+            outcome = self._outcome(message)
+            span.settled(outcome.ack, outcome.error)
+            reply_headers = None if outcome.reply is None else span.reply_headers(
+                message.reply_to, len(outcome.reply))
+            self._settle(message, outcome, reply_headers)
+
+    def _outcome(self, message: _Message) -> dispatch.Outcome:
+        """Decode the message and run the processor on it."""
+        return dispatch.handle(
             self.processor, self.pargs, self.pkwargs, message.body,
             message.content_type, message.reply_to is not None,
             message.message_id or message.correlation_id,
             self.settings.max_message_size, self._reject_log, message.info())
+
+    def _settle(self, message: _Message, outcome: dispatch.Outcome,
+                reply_headers: Optional[dict[str, Any]]) -> None:
+        """Answer an RPC request (the memory queue needs no acknowledgement)."""
         if self._pool is not None and not self._pool.settling():
             return   # close() put it back in the queue meanwhile
         if outcome.reply is not None:
             assert message.reply_to is not None  # only requests get a reply
             if not self._broker.publish(message.reply_to, _Message(
                     outcome.reply, codec.REPLY_CONTENT_TYPE,
-                    correlation_id=message.correlation_id)):
+                    correlation_id=message.correlation_id, headers=reply_headers)):
                 log.debug('Dropped the reply to %s: its caller is gone',
                           message.correlation_id)
 

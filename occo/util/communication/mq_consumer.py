@@ -18,7 +18,7 @@ import pika.frame
 import pika.spec
 
 from ..exceptions import CommunicationError, ConfigurationError, CriticalError
-from . import codec, dispatch
+from . import codec, dispatch, telemetry
 from .amqp_loop import AmqpLoop, Step, publish, run_steps
 from .amqp_role import POLL_INTERVAL, AmqpRole
 from .comm import EventDrivenConsumer
@@ -233,28 +233,51 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
         tag = method.delivery_tag
         assert tag is not None  # checked by _on_delivery
         message_id = properties.message_id or properties.correlation_id or tag
+        if not telemetry.enabled:
+            self._settle_now(loop, tag, self._outcome(method, properties, body, message_id),
+                             properties, None, message_id)
+            return
+        with telemetry.processing(
+                self.settings.queue or '', properties.headers, exchange=method.exchange or '',
+                routing_key=method.routing_key, message_id=properties.message_id,
+                conversation_id=properties.correlation_id, body_size=len(body),
+                delivery_tag=tag, **self._telemetry_peer()) as span:
+            outcome = self._outcome(method, properties, body, message_id)
+            span.settled(outcome.ack, outcome.error)
+            reply_headers = None if outcome.reply is None else span.reply_headers(
+                properties.reply_to, len(outcome.reply))
+            self._settle_now(loop, tag, outcome, properties, reply_headers, message_id)
+
+    def _outcome(self, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties,
+                 body: bytes, message_id: object) -> dispatch.Outcome:
+        """Decode the message and run the processor on it."""
         if properties.reply_to is not None and not isinstance(properties.reply_to, str):
             self._reject_log.warning(
                 'reply_to', 'Rejected message %r unprocessed: its reply_to %r '
                 'is not UTF-8 text, so it cannot be answered', message_id,
                 properties.reply_to)
-            outcome = dispatch.Outcome(False)
-        else:
-            outcome = dispatch.handle(
-                self.processor, self.pargs, self.pkwargs, body,
-                properties.content_type, properties.reply_to is not None,
-                message_id, self.settings.max_message_size, self._reject_log,
-                message_info(received_headers(properties.headers), properties.message_id,
-                             properties.correlation_id, method.routing_key,
-                             method.redelivered))
+            return dispatch.Outcome(False, error='MessageDecodeError')
+        return dispatch.handle(
+            self.processor, self.pargs, self.pkwargs, body,
+            properties.content_type, properties.reply_to is not None,
+            message_id, self.settings.max_message_size, self._reject_log,
+            message_info(received_headers(properties.headers), properties.message_id,
+                         properties.correlation_id, method.routing_key,
+                         method.redelivered))
+
+    def _settle_now(self, loop: AmqpLoop, tag: int, outcome: dispatch.Outcome,
+                    properties: pika.BasicProperties,
+                    reply_headers: Optional[dict[str, Any]], message_id: object) -> None:
         try:
-            loop.run_now(functools.partial(self._settle, tag, outcome, properties))
+            loop.run_now(functools.partial(self._settle, tag, outcome, properties,
+                                           reply_headers))
         except CommunicationError as e:
             log.warning('Cannot settle message %s, the broker will deliver it '
                         'again: %s', message_id, e)
 
     def _settle(self, tag: int, outcome: dispatch.Outcome,
                 properties: pika.BasicProperties,
+                reply_headers: Optional[dict[str, Any]],
                 channel: pika.channel.Channel) -> None:
         """Send the reply, if any, then acknowledge or reject the message.
 
@@ -267,7 +290,8 @@ class MQEventDrivenConsumer(AmqpRole, EventDrivenConsumer):
             publish(channel, '', properties.reply_to, outcome.reply,
                     pika.BasicProperties(
                         content_type=codec.REPLY_CONTENT_TYPE,
-                        correlation_id=properties.correlation_id))
+                        correlation_id=properties.correlation_id,
+                        headers=reply_headers))
         if outcome.ack:
             if self._pool is not None:   # workers finish in any order
                 channel.basic_ack(tag)
