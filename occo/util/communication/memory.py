@@ -423,10 +423,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         finally:
             with self._lock:
                 self._waiting.pop(correlation_id, None)
-        if slot.error is not None:
-            raise slot.error
-        assert slot.body is not None  # settled with a body or an error
-        return codec.result_from_reply(slot.body)
+        return slot.result()
 
     def submit(self, message: Message, routing_key: Optional[str] = None,
                timeout: Optional[float] = None,

@@ -95,6 +95,14 @@ class ReplySlot:
             return True
         return False
 
+    def result(self) -> Any:
+        """The call's result, from the settled slot: what ``push_message``
+        returns, or raises (the slot's error, or what the reply carries)."""
+        if self.error is not None:
+            raise self.error
+        assert self.body is not None  # settled with a body or an error
+        return codec.result_from_reply(self.body)
+
 
 class CallWindow:
     """The calls that an RPC producer's ``submit`` has in flight: their
@@ -184,16 +192,12 @@ class CallWindow:
         exactly what ``push_message`` would have returned, or raised.
         """
         try:
-            if slot.error is not None:
-                future.set_exception(slot.error)
+            try:
+                result = slot.result()
+            except Exception as e:   # transport, ApplicationError, 4xx, 5xx, 502
+                future.set_exception(e)
             else:
-                assert slot.body is not None  # settled with a body or an error
-                try:
-                    result = codec.result_from_reply(slot.body)
-                except Exception as e:   # ApplicationError, 4xx, 5xx, 502
-                    future.set_exception(e)
-                else:
-                    future.set_result(result)
+                future.set_result(result)
         finally:
             self.leave()
 
