@@ -25,7 +25,7 @@ def test_benchmark_quick_run_writes_rows_with_positive_rates(tmp_path):
     env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
                OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
     proc = subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick',
+        [sys.executable, '-m', 'benchmarks', '--quick', '--clients', 'none',
          '--cases', ','.join(CASES), '--json', str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
