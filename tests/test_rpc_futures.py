@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import occo.util.communication as comm
-from conftest import JOIN_TIMEOUT, Collector, amqp_config, running_consumer
+from conftest import JOIN_TIMEOUT, Collector, amqp_config, memory_config, running_consumer
 from test_examples import example, run_example
 
 
@@ -342,3 +342,22 @@ def test_rpc_futures_example_prints_results_in_order(tmp_path):
         'submit(3): 9',
         'submit(4): 16',
     ]
+
+
+def test_memory_push_message_racing_close_raises_closed_error_not_a_hang(monkeypatch):
+    """close() begins after push_message checked that the producer is open
+    but before it registered the call (forced: close() runs from inside the
+    encoding step). The reply sink is gone by then, so a registered call
+    would wait for a reply that never comes."""
+    cfg = memory_config(rpc_timeout=JOIN_TIMEOUT)
+    rpc = comm.RPCProducer(**cfg)
+    rpc.open()
+    encode = rpc._encode
+
+    def encode_then_close(message):
+        encoded = encode(message)
+        rpc.close()
+        return encoded
+    monkeypatch.setattr(rpc, '_encode', encode_then_close)
+    with pytest.raises(comm.ClosedError, match='closed'):
+        rpc.push_message('x')

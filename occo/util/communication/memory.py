@@ -344,7 +344,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         self._lock = threading.Lock()
         #: Correlation id -> the slot of the call waiting for it (_lock).
         self._waiting: dict[Optional[str], ReplySlot] = {}
-        #: close() has begun: submit() registers no call any more (_lock).
+        #: close() has begun: no call registers any more (_lock).
         self._closing = False
         self.rpc_max_in_flight = self.settings.rpc_max_in_flight
         #: The calls of submit(): their bound, futures and deadlines; it
@@ -402,9 +402,7 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
                    else check_timeout(timeout, 'timeout'))
         expires_at = None if timeout is None else time.monotonic() + timeout
         sent_headers = check_headers(headers)
-        slot = ReplySlot()
-        with self._lock:
-            self._waiting[correlation_id] = slot
+        slot = self._register(correlation_id, ReplySlot())
         if not self._broker.publish(target, _Message(
                 body, content_type, self._reply_to, correlation_id, expires_at,
                 headers=sent_headers, routing_key=target)):
@@ -413,6 +411,18 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
             raise CriticalError(404, 'request not routed: 312 NO_ROUTE '
                                 '(routing key {!r})'.format(target))
         return slot, timeout, correlation_id
+
+    def _register(self, correlation_id: str, slot: ReplySlot) -> ReplySlot:
+        """Register a call's slot, unless ``close()`` has begun: its reply
+        sink is gone then, and nothing would ever settle the slot.
+
+        :raises ClosedError: when ``close()`` has begun.
+        """
+        with self._lock:
+            if self._closing:
+                raise ClosedError('{} is closed'.format(type(self).__name__))
+            self._waiting[correlation_id] = slot
+        return slot
 
     def _result(self, slot: ReplySlot, timeout: Optional[float],
                 correlation_id: str) -> Message:
@@ -455,14 +465,12 @@ class MemoryRPCProducer(_MemoryRole, RPCProducer):
         future: Future[Message] = Future()
         future.set_running_or_notify_cancel()   # a sent request stays sent
         self._calls.enter()
-        slot = ReplySlot(on_settle=functools.partial(self._calls.complete, future))
-        with self._lock:
-            closing = self._closing
-            if not closing:
-                self._waiting[correlation_id] = slot
-        if closing:
+        try:
+            slot = self._register(correlation_id, ReplySlot(
+                on_settle=functools.partial(self._calls.complete, future)))
+        except ClosedError:
             self._calls.leave()
-            raise ClosedError('{} is closed'.format(type(self).__name__))
+            raise
         expires_at = None
         if timeout is not None:
             expires_at = time.monotonic() + timeout
