@@ -19,7 +19,7 @@ import time
 
 import occo.util.communication as comm
 
-from .measure import Meter, rss_mb
+from .measure import Meter, rss_mb, timed_echo_calls
 
 __all__ = ['publish', 'consume', 'rpc_sequential', 'rpc_threads', 'rpc_map',
            'idle_consumer', 'idle_rpc', 'memory_publish_consume',
@@ -138,12 +138,6 @@ def _rpc_config(workload, queue):
     return workload.amqp_config(queue, durable=False, rpc_timeout=10)
 
 
-def _check_echo(rpc, message):
-    reply = rpc.push_message(message)
-    if reply != message:
-        raise RuntimeError('echo server returned {!r}'.format(reply)[:200])
-
-
 def rpc_sequential(workload, queue, n, server_pids, warmup=20):
     """``n`` calls, one after the other, each timed for latency.
 
@@ -152,21 +146,7 @@ def rpc_sequential(workload, queue, n, server_pids, warmup=20):
     """
     message = workload.message
     with comm.RPCProducer(**_rpc_config(workload, queue)) as rpc:
-        _check_echo(rpc, message)
-        for _ in range(warmup):
-            rpc.push_message(message)
-        return _timed_calls(rpc, message, n, server_pids)
-
-
-def _timed_calls(rpc, message, n, server_pids):
-    latencies = []
-    clock = time.perf_counter
-    meter = Meter(server_pids).start()
-    for _ in range(n):
-        t = clock()
-        rpc.push_message(message)
-        latencies.append(clock() - t)
-    return meter.stop(n, latencies)
+        return timed_echo_calls(rpc.push_message, message, n, server_pids, warmup)
 
 
 def rpc_threads(workload, queue, n, threads, server_pids, n_seq, warmup=20):
@@ -178,10 +158,8 @@ def rpc_threads(workload, queue, n, threads, server_pids, n_seq, warmup=20):
     """
     message = workload.message
     with comm.RPCProducer(**_rpc_config(workload, queue)) as rpc:
-        _check_echo(rpc, message)
-        for _ in range(warmup):
-            rpc.push_message(message)
-        sequential = _timed_calls(rpc, message, n_seq, server_pids)
+        sequential = timed_echo_calls(rpc.push_message, message, n_seq,
+                                      server_pids, warmup)
 
         per_thread = max(1, n // threads)
         latencies = [[] for _ in range(threads)]
@@ -230,7 +208,7 @@ def rpc_map(workload, queue, n, in_flight, server_pids, warmup=200):
     message = workload.message
     config = dict(_rpc_config(workload, queue), rpc_max_in_flight=in_flight)
     with comm.RPCProducer(**config) as rpc:
-        _check_echo(rpc, message)
+        timed_echo_calls(rpc.push_message, message, 0, warmup=0)   # checks the echo
         for _ in rpc.map(itertools.repeat(message, warmup)):
             pass
         count = 0
@@ -308,10 +286,7 @@ def memory_rpc(workload, n, warmup=20):
     with consumer, comm.RPCProducer(**config) as rpc:
         thread = _ConsumerThread(consumer).start()
         try:
-            _check_echo(rpc, message)
-            for _ in range(warmup):
-                rpc.push_message(message)
-            sample = _timed_calls(rpc, message, n, ())
+            sample = timed_echo_calls(rpc.push_message, message, n, (), warmup)
         finally:
             thread.stop()
     return sample

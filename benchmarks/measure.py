@@ -20,7 +20,7 @@ import statistics
 import time
 
 __all__ = ['Meter', 'Sample', 'rss_mb', 'process_cpu_seconds', 'percentile',
-           'summarize']
+           'summarize', 'timed_echo_calls']
 
 _TICKS = os.sysconf('SC_CLK_TCK')
 
@@ -131,6 +131,30 @@ class Meter:
         cpu = time.process_time() - self._c0
         child = self._children() - self._k0
         return Sample(count, wall, cpu, child, latencies, extra=extra)
+
+
+def timed_echo_calls(call, message, n, server_pids=(), warmup=20):
+    """``n`` sequential ``call(message)``, each timed, against an echo server.
+
+    The first call's reply must be the message itself; then ``warmup``
+    untimed calls, so that connection set-up and the servers' first message
+    are not measured. Every client's sequential RPC row runs this.
+
+    :returns: the :class:`Sample`, with the latencies.
+    """
+    reply = call(message)
+    if reply != message:
+        raise RuntimeError('echo server returned {!r}'.format(reply)[:200])
+    for _ in range(warmup):
+        call(message)
+    latencies = []
+    clock = time.perf_counter
+    meter = Meter(server_pids).start()
+    for _ in range(n):
+        t = clock()
+        call(message)
+        latencies.append(clock() - t)
+    return meter.stop(n, latencies)
 
 
 def _median(values):

@@ -22,9 +22,8 @@ clean-up cover them.
 
 import importlib
 import importlib.metadata
-import time
 
-from .measure import Meter
+from .measure import timed_echo_calls
 
 __all__ = ['CLIENTS', 'NOT_INSTALLED', 'load', 'versions', 'Others',
            'publishing', 'consuming', 'rpc', 'timed_calls']
@@ -174,22 +173,7 @@ def rpc(workload, queue, n, server_pids):
 
 
 def timed_calls(client, workload, queue, n, server_pids, warmup=20):
-    """``n`` sequential ``client.call(queue, message)``, each timed.
-
-    The same warm-up and check as :func:`benchmarks.raw.rpc_sequential`:
-    the first call's reply must be the message itself, then ``warmup``
-    untimed calls.
-    """
-    message = workload.message
-    if client.call(queue, message) != message:
-        raise RuntimeError('echo server returned another message')
-    for _ in range(warmup):
-        client.call(queue, message)
-    latencies = []
-    clock = time.perf_counter
-    meter = Meter(server_pids).start()
-    for _ in range(n):
-        t = clock()
-        client.call(queue, message)
-        latencies.append(clock() - t)
-    return meter.stop(n, latencies)
+    """``n`` sequential ``client.call(queue, message)``, each timed, as
+    every client's row does (:func:`benchmarks.measure.timed_echo_calls`)."""
+    return timed_echo_calls(lambda message: client.call(queue, message),
+                            workload.message, n, server_pids, warmup)

@@ -20,7 +20,7 @@ import time
 
 import pika
 
-from .measure import Meter
+from .measure import Meter, timed_echo_calls
 
 __all__ = ['connect', 'admin', 'delete_queues', 'broker_version',
            'expect_count', 'prefill',
@@ -237,20 +237,9 @@ def rpc_sequential(workload, queue, n, server_pids, warmup=20):
     Same warm-up and check as the library's
     :func:`benchmarks.lib.rpc_sequential`.
     """
-    message = workload.message
     with RPCClient(workload) as client:
-        if client.call(queue, message) != message:
-            raise RuntimeError('echo server returned another message')
-        for _ in range(warmup):
-            client.call(queue, message)
-        latencies = []
-        clock = time.perf_counter
-        meter = Meter(server_pids).start()
-        for _ in range(n):
-            t = clock()
-            client.call(queue, message)
-            latencies.append(clock() - t)
-        return meter.stop(n, latencies)
+        return timed_echo_calls(lambda message: client.call(queue, message),
+                                workload.message, n, server_pids, warmup)
 
 
 def echo_server(workload_dict, queue, ready, stop, max_seconds):
