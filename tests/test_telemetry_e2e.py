@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pika
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -200,3 +201,25 @@ def test_telemetry_example_prints_one_trace(tmp_path):
     ]
     assert any(line.startswith('messaging.client.sent.messages {message} ')
                for line in lines[10:])
+
+
+@pytest.mark.broker
+def test_telemetry_consumer_survives_hostile_trace_headers(otel):
+    """What the wire can put where the trace context goes: invalid UTF-8,
+    another type, an oversized value. Each message is processed in a trace
+    of its own; none stops the consumer."""
+    from conftest import amqp_config, raw_channel
+    cfg = amqp_config()
+    hostile = [{'traceparent': b'\xff\xfe'}, {'traceparent': 7, 'tracestate': [1]},
+               {'traceparent': '00-' + 'f' * 10000}, {b'\xff': b'\xff'}]
+    collector = Collector()
+    with running_consumer(collector, **cfg):
+        with raw_channel() as channel:
+            for n, headers in enumerate(hostile):
+                channel.basic_publish('', cfg['queue'], '"m{}"'.format(n).encode(),
+                                      pika.BasicProperties(content_type='application/json',
+                                                           headers=headers))
+        assert collector.wait_for(len(hostile)) == ['m0', 'm1', 'm2', 'm3']
+    processes = otel.named('process ' + cfg['queue'])
+    assert len(processes) == len(hostile)
+    assert len({span.context.trace_id for span in processes}) == len(hostile)

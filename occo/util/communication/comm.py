@@ -100,7 +100,9 @@ class _Role(MultiBackend, abstract=False):
     _closed = False
     #: Set when a call outside a ``with`` block opened the object.
     _opened_on_use = False
+    #: Per object, made by ``__new__``: guards the state above.
     _lifecycle: threading.RLock
+    #: The exit hook of an object opened on use (``_lifecycle``).
     _close_at_exit: _CloseAtExit
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:

@@ -85,9 +85,9 @@ log = logging.getLogger(__name__)
 #: The name of our tracer and meter (the *instrumentation scope*).
 INSTRUMENTATION_NAME = 'occo.util.communication'
 
-#: ``True`` between :func:`enable` and :func:`disable`. Read it through the
-#: module (``telemetry.enabled``): a name imported from here keeps the value
-#: it had then.
+#: ``True`` between :func:`enable` and :func:`disable` (written under
+#: ``_switch``). Read it through the module (``telemetry.enabled``): a name
+#: imported from here keeps the value it had then.
 enabled = False
 
 # -- names of the semantic conventions --------------------------------------
