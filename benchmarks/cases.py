@@ -46,7 +46,8 @@ def make_row(case, label, impl, unit, samples=(), errors=(), baseline=None,
             row['rate'] = None   # a window with nothing to count (idle)
     else:
         row.update({'rate': None, 'p50_ms': None, 'p99_ms': None,
-                    'cpu_pct': None, 'child_pct': None, 'rss_mb': None,
+                    'cpu_pct': None, 'child_pct': None, 'broker_pct': None,
+                    'rss_mb': None,
                     'runs': []})
         row['error'] = errors[0] if errors else 'no run'
     return row

@@ -11,6 +11,8 @@ are timed the same way:
   ``/proc/<pid>/stat``: ``resource.getrusage(RUSAGE_CHILDREN)`` only counts
   children that have been waited for, which the servers are not while they
   are measured;
+* CPU time of the broker, when it runs on this machine and
+  :func:`watch_broker` was given its pid (see :mod:`benchmarks.broker`);
 * resident memory from ``VmRSS`` in ``/proc/self/status``.
 """
 
@@ -20,9 +22,20 @@ import statistics
 import time
 
 __all__ = ['Meter', 'Sample', 'rss_mb', 'process_cpu_seconds', 'percentile',
-           'summarize', 'timed_echo_calls']
+           'summarize', 'timed_echo_calls', 'watch_broker']
 
 _TICKS = os.sysconf('SC_CLK_TCK')
+
+#: The broker's pid, or None when it is not measured. Set once per case
+#: process by :func:`watch_broker` before any :class:`Meter` starts; only
+#: read afterwards, from any thread.
+_broker_pid = None
+
+
+def watch_broker(pid):
+    """Count the CPU time of process ``pid`` (the broker) in every window."""
+    global _broker_pid
+    _broker_pid = pid
 
 
 def rss_mb(pid='self'):
@@ -67,14 +80,17 @@ class Sample:
     :param child_cpu: CPU seconds of the measured child processes.
     :param latencies: seconds per call, for RPC cases.
     :param rss: this process's RSS in MiB at the end of the window.
+    :param broker_cpu: CPU seconds of the broker, or None when it is not
+        measured.
     """
 
     def __init__(self, count, wall, cpu, child_cpu=0.0, latencies=None,
-                 rss=None, extra=None):
+                 rss=None, extra=None, broker_cpu=None):
         self.count = count
         self.wall = wall
         self.cpu = cpu
         self.child_cpu = child_cpu
+        self.broker_cpu = broker_cpu
         self.latencies = latencies
         self.rss = rss_mb() if rss is None else rss
         #: case-specific numbers (e.g. RSS growth), copied to the JSON.
@@ -92,10 +108,16 @@ class Sample:
     def child_pct(self):
         return 100.0 * self.child_cpu / self.wall
 
+    @property
+    def broker_pct(self):
+        if self.broker_cpu is None:
+            return None
+        return 100.0 * self.broker_cpu / self.wall
+
     def as_dict(self):
         d = {'count': self.count, 'wall_s': self.wall, 'rate': self.rate,
              'cpu_s': self.cpu, 'child_cpu_s': self.child_cpu,
-             'rss_mb': self.rss}
+             'broker_cpu_s': self.broker_cpu, 'rss_mb': self.rss}
         if self.latencies:
             d['p50_ms'] = 1000 * percentile(self.latencies, 50)
             d['p99_ms'] = 1000 * percentile(self.latencies, 99)
@@ -115,13 +137,20 @@ class Meter:
 
     def __init__(self, child_pids=()):
         self.child_pids = tuple(child_pids)
-        self._t0 = self._c0 = self._k0 = None
+        self._broker_pid = _broker_pid
+        self._t0 = self._c0 = self._k0 = self._b0 = None
 
     def _children(self):
         return sum(process_cpu_seconds(p) for p in self.child_pids)
 
+    def _broker(self):
+        if self._broker_pid is None:
+            return None
+        return process_cpu_seconds(self._broker_pid)
+
     def start(self):
         self._k0 = self._children()
+        self._b0 = self._broker()
         self._c0 = time.process_time()
         self._t0 = time.perf_counter()
         return self
@@ -130,7 +159,9 @@ class Meter:
         wall = time.perf_counter() - self._t0
         cpu = time.process_time() - self._c0
         child = self._children() - self._k0
-        return Sample(count, wall, cpu, child, latencies, extra=extra)
+        broker = None if self._b0 is None else self._broker() - self._b0
+        return Sample(count, wall, cpu, child, latencies, extra=extra,
+                      broker_cpu=broker)
 
 
 def timed_echo_calls(call, message, n, server_pids=(), warmup=20):
@@ -175,6 +206,7 @@ def summarize(samples):
         'p99_ms': _median([r.get('p99_ms') for r in rows]),
         'cpu_pct': _median([s.cpu_pct for s in samples]),
         'child_pct': _median([s.child_pct for s in samples]),
+        'broker_pct': _median([s.broker_pct for s in samples]),
         'rss_mb': max(s.rss for s in samples),
         'runs': rows,
     }

@@ -7,6 +7,8 @@ same work); ``-`` where there is no raw counterpart (memory backend, idle,
 RSS, threads). ``CPU%`` is process CPU time over wall time of the timed
 window, including the RPC server processes; ``srv%`` is the servers' part.
 It may exceed 100: the library uses an I/O thread, and there are 2 cores.
+``brk%`` is the broker's CPU time over the same window, when the broker
+runs on this machine (:mod:`benchmarks.broker`): 100 is one full core.
 """
 
 import json
@@ -26,6 +28,7 @@ _COLUMNS = [
     ('p99 ms', 'p99_ms', '{:.3f}'),
     ('CPU%', 'cpu_pct', '{:.1f}'),
     ('srv%', 'child_pct', '{:.1f}'),
+    ('brk%', 'broker_pct', '{:.0f}'),
     ('RSS MB', 'rss_mb', '{:.1f}'),
     ('notes', 'notes', '{}'),
 ]
@@ -72,7 +75,7 @@ def format_table(rows):
               for i in range(len(header))]
     numeric = {i for i, (_, key, _) in enumerate(_COLUMNS)
                if key in ('size', 'rate', 'ratio', 'p50_ms', 'p99_ms',
-                          'cpu_pct', 'child_pct', 'rss_mb')}
+                          'cpu_pct', 'child_pct', 'broker_pct', 'rss_mb')}
 
     def line(cells):
         out = []
@@ -170,6 +173,28 @@ def _vs_fastest_other(rows):
     return library['rate'] / fastest['rate'], 'vs ' + fastest['impl']
 
 
+def _busiest_side(rows):
+    """The busier side of the library's confirmed transient publishing:
+    its own CPU% (all threads) or the broker's; ``(value, note)``."""
+    library = _find(rows, 'publish-transient', 'library')
+    if not library or library.get('cpu_pct') is None:
+        return None
+    client, broker = library['cpu_pct'], library.get('broker_pct')
+    if broker is None or client >= broker:
+        return client, 'client' + ('' if broker is not None
+                                   else ', broker not measured')
+    return broker, 'broker'
+
+
+def _at_size(size, read):
+    """Only check ``read`` in the group of messages of ``size`` bytes."""
+    def check(rows):
+        if not rows or rows[0].get('size') != size:
+            return None
+        return read(rows)
+    return check
+
+
 def _durable_vs_raw_transient(rows):
     library = _find(rows, 'publish-durable', 'library')
     raw = _find(rows, 'publish-transient', 'raw')
@@ -181,15 +206,19 @@ def _durable_vs_raw_transient(rows):
 #: The goals of issue 14 that the list above does not check yet, computed
 #: from rows of the same run and message size. (Its first goal, confirmed
 #: transient publishing at 1.5x raw pika unconfirmed, is the first above.)
+#: The issue sets the durable, RPC and consuming goals at 10 KB only.
+TEN_KB = 10 * 1024
 GOALS += [
     ('#14 publish-transient library / fastest other client',
      _vs_fastest_other, '>=', 1.0),
+    ('#14 publish-transient busiest side CPU%', _busiest_side, '>=', 90.0),
     ('#14 publish-durable library / raw transient unconfirmed',
-     _durable_vs_raw_transient, '>=', 1.0),
+     _at_size(TEN_KB, _durable_vs_raw_transient), '>=', 1.0),
     ('#14 rpc-seq library / raw calls/s',
-     lambda r: _ratio(r, 'rpc-seq', 'library'), '>=', 1.1),
+     _at_size(TEN_KB, lambda r: _ratio(r, 'rpc-seq', 'library')), '>=', 1.1),
     ('#14 consume P=100 library / raw',
-     lambda r: _ratio(r, 'consume P=100', 'library'), '>=', 1.5),
+     _at_size(TEN_KB, lambda r: _ratio(r, 'consume P=100', 'library')),
+     '>=', 1.5),
 ]
 
 _COMPARE = {'>=': lambda a, b: a >= b, '<=': lambda a, b: a <= b,

@@ -18,6 +18,7 @@ import json
 import sys
 import traceback
 
+from . import broker, measure
 from .cases import CASES, error_text, make_row
 from .workload import Workload
 
@@ -33,7 +34,9 @@ def run_case(name, workload):
 
 def main(argv):
     name, workload_json, out_path = argv
-    rows = run_case(name, Workload.from_dict(json.loads(workload_json)))
+    workload = Workload.from_dict(json.loads(workload_json))
+    measure.watch_broker(broker.listening_pid(workload.host, workload.port))
+    rows = run_case(name, workload)
     with open(out_path, 'w') as f:
         json.dump(rows, f)
     return 0

@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -219,3 +220,50 @@ def test_workload_count_caps_a_1mb_window_and_keeps_10kb_counts(bench):
     assert small.count('rss') == bench.workload.FULL_COUNTS['rss']
     assert large.count('publish') == 512
     assert large.count('rpc') == 200
+
+
+@pytest.mark.broker
+def test_listening_pid_finds_the_local_broker_and_nothing_elsewhere(bench):
+    broker = importlib.import_module('benchmarks.broker')
+    pid = broker.listening_pid(BROKER_HOST, BROKER_PORT)
+    assert pid is not None, 'the test broker listens on this machine'
+    with open('/proc/{}/comm'.format(pid)) as f:
+        assert f.read().strip() == 'beam.smp'
+    assert broker.listening_pid('192.0.2.1', BROKER_PORT) is None  # not local
+    with socket.socket() as probe:   # a port that nobody listens on
+        probe.bind(('127.0.0.1', 0))
+        free_port = probe.getsockname()[1]
+    assert broker.listening_pid('127.0.0.1', free_port) is None
+
+
+def test_busiest_side_goal_takes_the_broker_or_the_client(bench):
+    rows = _rows(bench, 100, 2000)
+    library = rows[0]
+    library.update(cpu_pct=60.0, broker_pct=97.0)
+    (goal,) = [g for g in bench.report.evaluate_goals(rows)
+               if 'busiest side' in g['goal']]
+    assert (goal['value'], goal['note'], goal['met']) == (97.0, 'broker', True)
+    library.update(cpu_pct=85.0, broker_pct=None)
+    (goal,) = [g for g in bench.report.evaluate_goals(rows)
+               if 'busiest side' in g['goal']]
+    assert goal['met'] is False
+    assert goal['note'] == 'client, broker not measured'
+    assert 'brk%' in bench.report.format_table(rows)
+
+
+def test_durable_rpc_and_consume_goals_of_issue_14_apply_at_10kb_only(bench):
+    rows = []
+    for size in (100, 10240, 1024 * 1024):
+        rows += [
+            _row(bench, 'publish-transient', 'raw', 1000, size, ratio=1.0),
+            _row(bench, 'publish-durable', 'library', 1200, size, ratio=2.0),
+            _row(bench, 'rpc-seq', 'library', 600, size, ratio=1.2),
+            _row(bench, 'consume P=100', 'library', 1600, size, ratio=1.6),
+        ]
+    checked = [(g['size'], g['goal']) for g in bench.report.evaluate_goals(rows)
+               if g['goal'].startswith('#14')]
+    assert checked == [
+        (10240, '#14 publish-durable library / raw transient unconfirmed'),
+        (10240, '#14 rpc-seq library / raw calls/s'),
+        (10240, '#14 consume P=100 library / raw'),
+    ]

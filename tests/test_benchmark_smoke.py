@@ -36,3 +36,6 @@ def test_benchmark_quick_run_writes_rows_with_positive_rates(tmp_path):
         for row in case_rows:
             assert row['error'] is None, row
             assert row['rate'] > 0, row
+    for row in rows:
+        if row['case'] == 'publish-transient':   # the broker is local here
+            assert row['broker_pct'] > 0, row
