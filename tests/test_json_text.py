@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""JSON with orjson and without: the same bytes out."""
+"""JSON with orjson and without: the same bytes out, the same values in."""
 
 import dataclasses
 import datetime
@@ -111,6 +111,55 @@ def test_codec_messages_and_replies_are_the_same_bytes(modes):
     body, content_type = codec.encode(message)
     fast, stdlib = modes(codec.decode, body, content_type)
     assert fast == stdlib == message
+
+
+#: Bodies where orjson alone would differ from json: it refuses some
+#: (NaN, overflow, lone surrogates, a byte order mark) and reads integers
+#: beyond 64 bits as floats; and bodies neither reads.
+BODIES = [
+    b'18446744073709551615', b'18446744073709551616', b'-9223372036854775809',
+    b'[1, [2, {"deep": [3, -99999999999999999999999]}]]', b'{"a": 1e19, "b": -1e19}',
+    b'[9223372036854775807.0, 1.5, 2]', b'NaN', b'[-Infinity]', b'1e400', b'{"n": -1e400}',
+    b'"\\ud800"', '"\ud800"'.encode('utf-8', 'surrogatepass'), b'\xef\xbb\xbf[1]',
+    b'{"a": 1, "a": 2}', b'[1.7976931348623157e308, 5e-324, -0.0, 0]', b'"\\u0000"',
+    b'[1,]', b'01', b'{"a"}', b'\xff', b'', b'[' * 200 + b']' * 200,
+    b'{"x": "' + b'y' * 100000 + b'"}',
+]
+
+
+def long(body):
+    """``body`` with trailing blanks, long enough that orjson reads it."""
+    return body + b' ' * json_text._FAST_LOADS_MIN
+
+
+@pytest.mark.parametrize('body', BODIES, ids=lambda b: repr(b)[:30])
+def test_the_same_values_with_and_without_orjson(modes, body):
+    for text in (body, long(body)):
+        fast, stdlib = modes(json_text.loads, text)
+        assert repr(fast) == repr(stdlib)   # repr: tells 1e19 from 10**19, and nan
+
+
+def test_random_bodies_give_the_same_values(modes):
+    rng = random.Random(1430)
+    for _ in range(3000):
+        body = json.dumps(random_value(rng), default=repr).encode('utf-8', 'surrogatepass')
+        fast, stdlib = modes(json_text.loads, long(body))
+        assert repr(fast) == repr(stdlib), body
+
+
+def test_integers_beyond_64_bits_stay_integers_at_any_depth():
+    body = long(b'{"ids": [1, {"big": 123456789012345678901234567890}], "f": 0.5}')
+    assert json_text.loads(body) == {'ids': [1, {'big': 123456789012345678901234567890}],
+                                     'f': 0.5}
+    assert type(json_text.loads(body)['ids'][1]['big']) is int
+
+
+def test_orjson_reads_long_bodies_and_json_short_ones(monkeypatch):
+    read_by_orjson = []
+    monkeypatch.setattr(json_text, '_fast_loads',
+                        lambda body: read_by_orjson.append(body) or orjson.loads(body))
+    assert json_text.loads(b'[1]') == json_text.loads(long(b'[1]')) == [1]
+    assert read_by_orjson == [long(b'[1]')]
 
 
 def test_environment_switch_selects_the_standard_library(monkeypatch):
