@@ -104,3 +104,12 @@ def test_a_frame_with_a_wrong_end_marker_is_refused_like_pika_refuses_it():
                               pika.connection.Connection._on_data_available):
         with pytest.raises(pika.exceptions.InvalidFrameError):
             _receive(on_data_available, [bytes(body)])
+
+
+def test_a_protocol_header_from_the_broker_is_handed_on_like_pika_does():
+    """A broker that speaks another AMQP version answers with its header."""
+    header = b'AMQP\x00\x00\x08\x00'
+    ours = _receive(pika_internals.FastConnection._on_data_available, [header[:5], header[5:]])
+    pikas = _receive(pika.connection.Connection._on_data_available, [header[:5], header[5:]])
+    assert ours == pikas
+    assert ours[1:] == (8, b'') and len(ours[0]) == 1
