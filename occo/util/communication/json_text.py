@@ -4,9 +4,9 @@ installed (``pip install '.[fast]'``), with the same bytes and values.
 
 orjson writes a 10 KB message about 13 times faster than :mod:`json`, a
 1 MB one about 90 times (measured in ``docs/performance.rst``), but it
-differs from it at the edges: it writes NaN and infinities as ``null``, accepts enums, UUIDs,
-datetimes and dataclasses, and writes ``1e-7`` where :mod:`json` writes
-``1e-07``. So a value goes to orjson only when it is made of exactly
+differs from it at the edges: it writes NaN and infinities as ``null``,
+accepts enums, UUIDs, datetimes and dataclasses, and writes ``1e-7``
+where :mod:`json` writes ``1e-07``. So a value goes to orjson only when it is made of exactly
 ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``bool``, ``None`` and
 finite floats that :func:`repr` writes without a negative exponent (a walk
 over its containers, not its bytes); anything else, and anything orjson
