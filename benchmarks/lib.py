@@ -120,6 +120,11 @@ def consume(workload, queue, n, prefetch, timeout):
     counter = _Counter(n)
     consumer = comm.EventDrivenConsumer(counter, cancel_event=threading.Event(),
                                         **config)
+    return _timed_until_counted(consumer, counter, timeout, 'library consumer')
+
+
+def _timed_until_counted(consumer, counter, timeout, what):
+    """Time ``consumer``, run in a thread, until ``counter`` is done."""
     with consumer:
         meter = Meter().start()
         thread = _ConsumerThread(consumer).start()
@@ -129,8 +134,8 @@ def consume(workload, queue, n, prefetch, timeout):
         finally:
             thread.stop()
     if not ok:
-        raise TimeoutError('library consumer got {} of {} messages in {} s'
-                           .format(counter.count, n, timeout))
+        raise TimeoutError('{} got {} of {} messages in {} s'.format(
+            what, counter.count, counter.n, timeout))
     return sample
 
 
@@ -373,19 +378,8 @@ def consume_workers(workload, queue, n, workers, delay, timeout):
             counter(message)
     consumer = comm.EventDrivenConsumer(wait_for_io,
                                         cancel_event=threading.Event(), **config)
-    with consumer:
-        meter = Meter().start()
-        thread = _ConsumerThread(consumer).start()
-        try:
-            ok = counter.done.wait(timeout)
-            sample = meter.stop(counter.count)
-        finally:
-            thread.stop()
-    if not ok:
-        raise TimeoutError('library consumer with {} workers got {} of {} '
-                           'messages in {} s'.format(workers, counter.count, n,
-                                                     timeout))
-    return sample
+    return _timed_until_counted(consumer, counter, timeout,
+                                'library consumer with {} workers'.format(workers))
 
 
 def echo_server(workload_dict, queue, ready, stop, max_seconds):

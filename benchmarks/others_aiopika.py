@@ -41,6 +41,7 @@ import aio_pika
 
 from .measure import Meter
 from .raw import DIRECT_REPLY_TO, JSON
+from .workload import encode
 
 __all__ = ['publish', 'consume', 'rpc_sequential', 'CONFIRMED', 'RPC_DIVISOR',
            'NOTES', 'WINDOW']
@@ -56,11 +57,6 @@ NOTES = {
     'consume': 'queue.consume callback, await ack()',
     'rpc': 'raw server, direct reply-to',
 }
-
-
-def _encode(message):
-    return json.dumps(message, ensure_ascii=False,
-                      separators=(',', ':')).encode('utf-8')
 
 
 def _connect(workload):
@@ -92,11 +88,11 @@ async def _publish(workload, queue, n, confirm):
                     for task in done:
                         task.result()   # a nack or a closed channel raises
                 pending.add(asyncio.ensure_future(exchange.publish(
-                    _message(_encode(message)), queue, mandatory=False)))
+                    _message(encode(message)), queue, mandatory=False)))
             await asyncio.gather(*pending)
         else:
             for _ in range(n):
-                await exchange.publish(_message(_encode(message)), queue,
+                await exchange.publish(_message(encode(message)), queue,
                                        mandatory=False)
         await connection.close()
         return meter.stop(n)
@@ -172,7 +168,7 @@ class _RPCClient:
         self._futures[correlation_id] = future
         try:
             await self._exchange.publish(
-                _message(_encode(message), reply_to=DIRECT_REPLY_TO,
+                _message(encode(message), reply_to=DIRECT_REPLY_TO,
                          correlation_id=correlation_id),
                 queue, mandatory=False)
             body = await asyncio.wait_for(future, timeout)

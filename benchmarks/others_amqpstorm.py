@@ -35,6 +35,7 @@ import amqpstorm
 from .measure import Meter
 from .others import timed_calls
 from .raw import DIRECT_REPLY_TO, JSON
+from .workload import encode
 
 __all__ = ['publish', 'consume', 'rpc_sequential', 'CONFIRMED', 'RPC_DIVISOR',
            'NOTES']
@@ -49,11 +50,6 @@ NOTES = {
     'consume': 'process_data_events, message.ack()',
     'rpc': 'raw server, direct reply-to, 10 ms polling',
 }
-
-
-def _encode(message):
-    return json.dumps(message, ensure_ascii=False,
-                      separators=(',', ':')).encode('utf-8')
 
 
 def _connect(workload):
@@ -74,7 +70,7 @@ def publish(workload, queue, n, confirm):
         message = workload.message
         meter = Meter().start()
         for _ in range(n):
-            ok = channel.basic.publish(_encode(message), queue,
+            ok = channel.basic.publish(encode(message), queue,
                                        properties=properties)
             if confirm and not ok:
                 raise RuntimeError('amqpstorm: publish was not confirmed')
@@ -135,7 +131,7 @@ class _RPCClient:
     def call(self, queue, message, timeout=10):
         correlation_id = str(next(self._ids))
         self._channel.basic.publish(
-            _encode(message), queue,
+            encode(message), queue,
             properties={'content_type': JSON, 'reply_to': DIRECT_REPLY_TO,
                         'correlation_id': correlation_id})
         deadline = time.monotonic() + timeout

@@ -38,6 +38,7 @@ import kombu
 from .measure import Meter
 from .others import timed_calls
 from .raw import DIRECT_REPLY_TO, JSON
+from .workload import encode
 
 __all__ = ['publish', 'consume', 'rpc_sequential', 'CONFIRMED', 'RPC_DIVISOR',
            'NOTES']
@@ -53,11 +54,6 @@ NOTES = {
     'consume': 'Consumer callback, message.ack()',
     'rpc': 'raw server, direct reply-to',
 }
-
-
-def _encode(message):
-    return json.dumps(message, ensure_ascii=False,
-                      separators=(',', ':')).encode('utf-8')
 
 
 def _connect(workload, confirm=False):
@@ -91,7 +87,7 @@ def publish(workload, queue, n, confirm):
         message = workload.message
         meter = Meter().start()
         for _ in range(n):
-            producer.publish(_encode(message), routing_key=queue,
+            producer.publish(encode(message), routing_key=queue,
                              content_type=JSON, content_encoding='utf-8',
                              delivery_mode=1)
         connection.close()
@@ -147,7 +143,7 @@ class _RPCClient:
 
     def call(self, queue, message, timeout=10):
         correlation_id = str(next(self._ids))
-        self._producer.publish(_encode(message), routing_key=queue,
+        self._producer.publish(encode(message), routing_key=queue,
                                content_type=JSON, content_encoding='utf-8',
                                reply_to=DIRECT_REPLY_TO,
                                correlation_id=correlation_id)

@@ -21,6 +21,7 @@ import time
 import pika
 
 from .measure import Meter, timed_echo_calls
+from .workload import encode
 
 __all__ = ['connect', 'admin', 'delete_queues', 'broker_version',
            'expect_count', 'prefill',
@@ -133,7 +134,7 @@ def publish(workload, queue, n, durable, confirm):
         message = workload.message
         meter = Meter().start()
         for _ in range(n):
-            channel.basic_publish('', queue, _encode(message), properties)
+            channel.basic_publish('', queue, encode(message), properties)
         connection.close()
         return meter.stop(n)
     finally:
@@ -175,11 +176,6 @@ def consume(workload, queue, n, prefetch, timeout):
             connection.close()
 
 
-def _encode(message):
-    return json.dumps(message, ensure_ascii=False,
-                      separators=(',', ':')).encode('utf-8')
-
-
 class RPCClient:
     """A sequential RPC client on direct reply-to.
 
@@ -203,7 +199,7 @@ class RPCClient:
 
     def call(self, queue, message, timeout=10):
         correlation_id = str(next(self._ids))
-        self._channel.basic_publish('', queue, _encode(message),
+        self._channel.basic_publish('', queue, encode(message),
                                     pika.BasicProperties(
                                         content_type=JSON,
                                         reply_to=DIRECT_REPLY_TO,
@@ -260,7 +256,7 @@ def echo_server(workload_dict, queue, ready, stop, max_seconds):
     channel.basic_qos(prefetch_count=100)
 
     def on_request(ch, method, properties, body):
-        reply = _encode({'code': 200, 'data': json.loads(body)})
+        reply = encode({'code': 200, 'data': json.loads(body)})
         ch.basic_publish('', properties.reply_to, reply, pika.BasicProperties(
             content_type=REPLY_CONTENT_TYPE,
             correlation_id=properties.correlation_id))

@@ -105,19 +105,20 @@ def _ratio(rows, label, impl):
     return row and row.get('ratio')
 
 
-def _p99_ratio(rows):
-    lib, base = _find(rows, 'rpc-seq', 'library'), _find(rows, 'rpc-seq', 'raw')
-    if lib and base and lib.get('p99_ms') and base.get('p99_ms'):
-        return lib['p99_ms'] / base['p99_ms']
-    return None
+def _rows_ratio(top, bottom, key='rate'):
+    """A goal reader: ``key`` of row ``top`` over ``key`` of row
+    ``bottom``, each a ``(label, impl prefix)``; None if either is missing."""
+    def read(rows):
+        a, b = _find(rows, *top), _find(rows, *bottom)
+        if a and b and a.get(key) and b.get(key):
+            return a[key] / b[key]
+        return None
+    return read
 
 
-def _threads_ratio(rows):
-    threaded = _find(rows, 'rpc-threads', 'library 8')
-    seq = _find(rows, 'rpc-threads', 'library sequential')
-    if threaded and seq and threaded.get('rate') and seq.get('rate'):
-        return threaded['rate'] / seq['rate']
-    return None
+_p99_ratio = _rows_ratio(('rpc-seq', 'library'), ('rpc-seq', 'raw'), 'p99_ms')
+_threads_ratio = _rows_ratio(('rpc-threads', 'library 8'),
+                             ('rpc-threads', 'library sequential'))
 
 
 def _field(label, impl, key):
@@ -195,12 +196,8 @@ def _at_size(size, read):
     return check
 
 
-def _durable_vs_raw_transient(rows):
-    library = _find(rows, 'publish-durable', 'library')
-    raw = _find(rows, 'publish-transient', 'raw')
-    if library and raw and library.get('rate') and raw.get('rate'):
-        return library['rate'] / raw['rate']
-    return None
+_durable_vs_raw_transient = _rows_ratio(('publish-durable', 'library'),
+                                        ('publish-transient', 'raw'))
 
 
 #: The goals of issue 14 that the list above does not check yet, computed

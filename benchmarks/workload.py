@@ -60,13 +60,12 @@ MAX_STREAM_BYTES = 4 * 1024 * 1024 * 1024
 #: milliseconds, so 200 calls; nothing changes up to 10 KB.
 MAX_CALL_BYTES = 200 * 1024 * 1024
 
-#: JSON body settings shared by the library (its codec) and raw pika.
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
-
-
 def encode(message):
-    """Encode ``message`` as the library's codec does (compact JSON)."""
-    return _dumps(message).encode('utf-8')
+    """Encode ``message`` as the library's codec does (compact JSON), the
+    way raw pika and the other clients' code encode every message they
+    send: :func:`json.dumps`, as a user would write it."""
+    return json.dumps(message, ensure_ascii=False,
+                      separators=(',', ':')).encode('utf-8')
 
 
 def make_message(size):

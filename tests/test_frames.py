@@ -113,3 +113,31 @@ def test_a_protocol_header_from_the_broker_is_handed_on_like_pika_does():
     pikas = _receive(pika.connection.Connection._on_data_available, [header[:5], header[5:]])
     assert ours == pikas
     assert ours[1:] == (8, b'') and len(ours[0]) == 1
+
+
+def test_frames_after_the_connection_closed_are_left_alone_like_pika_leaves_them():
+    """The broker closes the connection and more bytes follow in the same
+    read: once a frame closed the connection, nothing more is processed
+    and the closed connection's buffer is not written back."""
+    stream = _received_stream()
+    results = []
+    for on_data_available in (pika_internals.FastConnection._on_data_available,
+                              pika.connection.Connection._on_data_available):
+        connection = object.__new__(pika_internals.FastConnection)
+        connection._frame_buffer = b''
+        connection.bytes_received = 0
+        connection.connection_state = pika.connection.Connection.CONNECTION_OPEN
+        processed = []
+
+        def close_on_third(value, connection=connection, processed=processed):
+            processed.append(value.marshal())
+            if len(processed) == 3:   # as pika does on connection.close
+                connection.connection_state = pika.connection.Connection.CONNECTION_CLOSED
+                connection._frame_buffer = b''
+
+        connection._process_frame = close_on_third
+        on_data_available(connection, stream)
+        results.append((processed, connection._frame_buffer))
+    ours, pikas = results
+    assert len(ours[0]) == 3 and ours[1] == b''
+    assert ours[0] == pikas[0]

@@ -231,6 +231,10 @@ class FastConnection(pika.SelectConnection):
         frames, and anything that is not a frame of a known type, go through
         :func:`pika.frame.decode_frame`, which checks them. Whatever does
         not hold a whole frame yet waits in pika's ``_frame_buffer``.
+
+        Runs with the loop's turn held (the I/O thread, or a thread that
+        borrowed the socket), which owns ``_frame_buffer`` and
+        ``bytes_received``, as every pika callback does.
         """
         pending: bytes = self._frame_buffer  # type: ignore[has-type]
         buffer = pending + data_in if pending else data_in
