@@ -59,4 +59,3 @@ def test_large_bodies_sent_in_part_arrive_whole_and_in_order(monkeypatch):
                 break
             received.append(json.loads(body))
     assert received == [{'opens': 'the connection'}] + bodies
-
