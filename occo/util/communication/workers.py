@@ -52,6 +52,7 @@ Item = TypeVar('Item')
 #: else itself: the process is being stopped.
 _FATAL = (KeyboardInterrupt, SystemExit)
 
+
 class PoolState(enum.Enum):
     """Whether workers take new items."""
 
