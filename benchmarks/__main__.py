@@ -210,11 +210,12 @@ def main(argv=None):
     workload = workloads[0]
     env = environment(workload, any(c in NEEDS_BROKER for c in args.cases))
     print('occo.util.communication benchmarks: {} messages, {} run(s), '
-          '{}; Python {}, pika {}, {}, {} CPUs, load {:.2f}'.format(
+          '{}; Python {}, pika {}, {}, {} CPUs ({}), load {:.2f}'.format(
               ', '.join(report.size_label(len(w.body)) for w in workloads),
               workload.runs,
               'quick' if args.quick else 'full', env['python'], env['pika'],
-              env['broker'] or 'no broker', env['cpus'], env['loadavg_start']),
+              env['broker'] or 'no broker', env['cpus'],
+              env['cpu_model'] or 'unknown model', env['loadavg_start']),
           flush=True)
     if env['loadavg_start'] > 1.0:
         print('warning: load average {:.2f} before starting: other work on '

@@ -29,7 +29,12 @@ def test_benchmark_quick_run_writes_rows_with_positive_rates(tmp_path):
          '--cases', ','.join(CASES), '--json', str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())['rows']
+    results = json.loads(out.read_text())
+    # Runs on different processors differ more than runs on one: the
+    # header names it, as the JSON and the charts do.
+    cpu_model = results['environment']['cpu_model']
+    assert cpu_model and '({})'.format(cpu_model) in proc.stdout.splitlines()[0]
+    rows = results['rows']
     for case in CASES:
         case_rows = [r for r in rows if r['case'] == case]
         assert case_rows, 'no row for {}'.format(case)
