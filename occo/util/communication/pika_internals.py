@@ -98,15 +98,15 @@ _BATCH_BYTES = 256 * 1024
 #: handing the kernel one buffer per frame.
 _GATHER_BYTES = 64 * 1024
 #: What one ``recv`` may read, and read per readable event (pika: 4 KB per
-#: ``recv``, three calls for a 10 KB message and 256 for 1 MB, and 100 KB
-#: per event). Fewer, larger reads mean fewer turns of the loop: consuming
-#: 10 KB messages at prefetch 100 went from 15,000 (64 KB) to 16,150
-#: (256 KB) and 17,900 (1 MB) messages/s, 1 MB messages from 450 to 565 and
-#: 610, 100-byte ones stayed at 22,600-22,900 (medians of 4-6 alternating
-#: runs on an Intel Xeon session machine; on an AMD EPYC one, 64 to 256 KB
-#: had measured alike). What one read brings is cut into frames with the
-#: turn held; the prefetch bounds how many deliveries that can be (100 by
-#: default).
+#: ``recv``, 100 KB per event). Fewer, larger reads mean fewer turns of
+#: the loop: on an Intel Xeon, consuming 10 KB messages went 19 % faster
+#: than with 64 KB reads, 1 MB ones 36 % (``docs/design.rst`` has the
+#: measurements). What one read brings is cut into frames with the turn
+#: held; the prefetch bounds how many deliveries that can be (unbounded
+#: with ``prefetch_count`` 0). The price: CPython allocates the whole
+#: buffer for every ``recv``, and glibc maps more than 128 KB with
+#: ``mmap``, so a read that brings only a few bytes (an RPC reply, a
+#: confirm) costs about 10 us instead of 1.
 _RECV_BYTES = 1024 * 1024
 #: Most buffers one ``sendmsg`` takes (IOV_MAX); a batch of more is joined.
 _MAX_GATHER = min(os.sysconf('SC_IOV_MAX') if hasattr(os, 'sysconf') else 1024, 1024)
