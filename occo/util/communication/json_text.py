@@ -2,17 +2,17 @@
 """JSON to bytes and back: the standard library's, or orjson's when it is
 installed (``pip install '.[fast]'``), with the same bytes and values.
 
-orjson writes a 10 KB message about 13 times faster than :mod:`json`, a
-1 MB one about 90 times (measured in ``docs/performance.rst``), but it
+orjson writes a 10 KB message about 13 times faster than :mod:`json`,
+a 1 MB one about 90 times (measured in ``docs/performance.rst``), but it
 differs from it at the edges: it writes NaN and infinities as ``null``,
-accepts enums, UUIDs, datetimes and dataclasses, and writes ``1e-7``
-where :mod:`json` writes ``1e-07``. So a value goes to orjson only when it is made of exactly
-``dict``, ``list``, ``tuple``, ``str``, ``int``, ``bool``, ``None`` and
-finite floats that :func:`repr` writes without a negative exponent (a walk
-over its containers, not its bytes); anything else, and anything orjson
-refuses (lone surrogates, integers beyond 64 bits, keys that are not
-strings), goes to :mod:`json`. The output is then byte for byte what
-:mod:`json` writes.
+accepts enums, UUIDs, datetimes and dataclasses, and writes ``1e-7`` where
+:mod:`json` writes ``1e-07``. So a value goes to orjson only when it is
+made of exactly ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``bool``,
+``None`` and finite floats that :func:`repr` writes without a negative
+exponent (a walk over its containers, not its bytes); anything else, and
+anything orjson refuses (lone surrogates, integers beyond 64 bits, keys
+that are not strings), goes to :mod:`json`. The output is then byte for
+byte what :mod:`json` writes.
 
 Reading bodies of 2 KB or more goes to orjson as well (about 1.7 times
 faster at 10 KB, 4.5 times at 1 MB), with the values :mod:`json` gives.
@@ -135,15 +135,14 @@ def _holds_huge_float(value: Any) -> bool:
             floats = list(compress(level, map(_is_float, level)))
             if max(floats) >= _HUGE or min(floats) <= -_HUGE:
                 return True
-        if dict in kinds:
-            deeper = list(chain.from_iterable(
-                map(dict.values, compress(level, map(_is_dict, level)))))
-            if list in kinds:
-                deeper.extend(chain.from_iterable(compress(level, map(_is_list, level))))
-        elif list in kinds:
-            deeper = list(chain.from_iterable(compress(level, map(_is_list, level))))
-        else:
+        if dict not in kinds and list not in kinds:
             return False
+        deeper: list[Any] = []
+        if dict in kinds:
+            deeper.extend(chain.from_iterable(
+                map(dict.values, compress(level, map(_is_dict, level)))))
+        if list in kinds:
+            deeper.extend(chain.from_iterable(compress(level, map(_is_list, level))))
         level = deeper
 
 
