@@ -7,9 +7,9 @@ publicly (``docs/design.rst`` has the measurements):
 
 * frames are written straight to the socket, a batch at a time, instead of
   one ``send`` per frame on the poller's next turn, and large bodies
-  without being copied, also when the socket is full; received bytes are read up to 1 MB at a time
-  (pika: 4 KB) and cut into frames without copying the rest of the
-  buffer after each one (:class:`FastConnection`);
+  without being copied, also when the socket is full; received bytes are
+  read up to 1 MB at a time (pika: 4 KB) and cut into frames without
+  copying the rest of the buffer after each one (:class:`FastConnection`);
 * a thread that waits for a reply may *borrow* the socket and read it
   itself, so the reply wakes that thread and not the I/O thread
   (:class:`SharedEpoll`);
@@ -32,7 +32,7 @@ pika name                                             used for
 ``_AsyncTransportBase._MAX_CONSUME_BYTES``            set per transport: bytes per readable event
 ``BaseConnection._adapter_emit_data(data)``           overridden: write to the socket at once
 ``_AsyncTransportBase._produce()``                    replaced per transport: send the buffer
-                                                      with ``sendmsg`` (:func:`_gathered_produce`)
+                                                      with ``sendmsg`` (``_gathered_produce``)
 ``_AsyncTransportBase._tx_buffers``,                  the buffer it sends, and its size in
 ``._tx_buffered_byte_count``                          bytes, kept as pika keeps them
 ``BaseConnection._transport``                         read: the transport below
