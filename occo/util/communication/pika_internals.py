@@ -223,16 +223,7 @@ class FastConnection(pika.SelectConnection):
             return
         self.bytes_sent += size  # type: ignore[attr-defined]  # pika keeps these
         self.frames_sent += 1  # type: ignore[attr-defined]
-        sock = _idle_plaintext_socket(self)
-        sent = 0
-        if sock is not None:
-            try:
-                sent = sock.sendmsg(frames)
-            except OSError:
-                # Full (EAGAIN) or broken: pika's buffered write retries,
-                # or meets the error and aborts the connection.
-                sent = 0
-        for piece in _unsent(frames, sent):
+        for piece in _unsent(frames, self._send_now(frames)):
             self._send_later(piece)
 
     def _proto_connection_made(self, transport: Any) -> None:
@@ -304,18 +295,26 @@ class FastConnection(pika.SelectConnection):
             exchange, routing_key, body, properties, mandatory))
 
     def _adapter_emit_data(self, data: bytes) -> None:
+        sent = self._send_now((data,))
+        if sent < len(data):
+            self._send_later(memoryview(data)[sent:])
+
+    def _send_now(self, buffers: Sequence[Union[bytes, memoryview]]) -> int:
+        """How many bytes of ``buffers`` the socket took at once, with one
+        call (``send`` for one buffer: a little cheaper than ``sendmsg``):
+        none when earlier data still waits in pika's buffer (or the
+        transport is not plain TCP), when the socket is full (EAGAIN), or
+        broken (pika's buffered write then meets the error and aborts the
+        connection)."""
         sock = _idle_plaintext_socket(self)
-        sent = 0
-        if sock is not None:
-            try:
-                sent = sock.send(data)
-            except OSError:
-                # Full (EAGAIN) or broken: pika's buffered write retries,
-                # or meets the error and aborts the connection.
-                sent = 0
-            if sent == len(data):
-                return
-        self._send_later(memoryview(data)[sent:])
+        if sock is None:
+            return 0
+        try:
+            sent: int = (sock.send(buffers[0]) if len(buffers) == 1
+                         else sock.sendmsg(buffers))
+        except OSError:
+            return 0
+        return sent
 
     def _send_later(self, data: Union[bytes, memoryview]) -> None:
         """Hand ``data`` to pika's buffer, sent when the socket is writable.
