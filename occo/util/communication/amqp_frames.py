@@ -48,9 +48,9 @@ class PublishFrames:
     def marshal(self, exchange: str, routing_key: str, body: bytes,
                 properties: pika.BasicProperties,
                 mandatory: bool = False) -> list[Union[bytes, memoryview]]:
-        """The frames of one message, ready to write (joined, or sent one by
-        one). A body larger than one frame is cut into views of it, not
-        copies.
+        """The frames of one message as buffers ready to write (joined, or
+        sent as they are). A body larger than one frame is cut into views
+        of it, not copies.
 
         :raises ConfigurationError: when ``exchange`` or ``routing_key`` is
             longer than :data:`MAX_SHORTSTR` bytes.
@@ -61,19 +61,20 @@ class PublishFrames:
             method = self._methods[key] = self._method_frame(*key)
         header = _HEADER_HEAD.pack(60, 0, len(body)) + b''.join(properties.encode())
         channel = self._channel
-        frames: list[Union[bytes, memoryview]] = [
-            method, _FRAME_HEAD.pack(_HEADER, channel, len(header)),
-                  header, _FRAME_END]
+        # The few bytes between two pieces of the body are joined into one
+        # buffer: a 1 MB body in 8 frames is 17 buffers to write, not 28.
+        glue = b''.join((method, _FRAME_HEAD.pack(_HEADER, channel, len(header)),
+                         header, _FRAME_END))
         size, body_max = len(body), self._body_max
-        if size <= body_max:   # one body frame, or none for an empty body
-            if size:
-                frames += (_FRAME_HEAD.pack(_BODY, channel, size), body, _FRAME_END)
-            return frames
-        view = memoryview(body)
+        if not size:
+            return [glue]
+        frames: list[Union[bytes, memoryview]] = []
+        view = memoryview(body) if size > body_max else None
         for start in range(0, size, body_max):
-            chunk = view[start:start + body_max]
-            frames += (_FRAME_HEAD.pack(_BODY, channel, len(chunk)), chunk,
-                       _FRAME_END)
+            chunk = body if view is None else view[start:start + body_max]
+            frames += (glue + _FRAME_HEAD.pack(_BODY, channel, len(chunk)), chunk)
+            glue = _FRAME_END
+        frames.append(_FRAME_END)
         return frames
 
     def _method_frame(self, exchange: str, routing_key: str,
