@@ -50,7 +50,7 @@ def test_large_bodies_sent_in_part_arrive_whole_and_in_order(monkeypatch):
     buffer_tx_data = io_services_utils._AsyncTransportBase._buffer_tx_data
 
     def recording_buffer_tx_data(transport, data):
-        if '_produce' in vars(transport):   # gathered: the producer's, not raw pika's
+        if isinstance(transport, pika_internals._GatheringTransport):   # not raw pika's
             buffered.append(data)
         buffer_tx_data(transport, data)
 

@@ -31,8 +31,8 @@ pika name                                             used for
 ``_AsyncTransportBase._MAX_RECV_BYTES``               set per transport: bytes per ``recv``
 ``_AsyncTransportBase._MAX_CONSUME_BYTES``            set per transport: bytes per readable event
 ``BaseConnection._adapter_emit_data(data)``           overridden: write to the socket at once
-``_AsyncTransportBase._produce()``                    replaced per transport: send the buffer
-                                                      with ``sendmsg`` (``_gathered_produce``)
+``_AsyncTransportBase._produce()``                    overridden: send the buffer with
+                                                      ``sendmsg`` (``_GatheringTransport``)
 ``_AsyncTransportBase._tx_buffers``,                  the buffer it sends, and its size in
 ``._tx_buffered_byte_count``                          bytes, kept as pika keeps them
 ``BaseConnection._transport``                         read: the transport below
@@ -64,7 +64,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
-import functools
 import itertools
 import logging
 import os
@@ -340,15 +339,26 @@ def _unsent(frames: Sequence[Union[bytes, memoryview]],
     return []
 
 
+if _PlaintextTransport is not None:
+    class _GatheringTransport(_PlaintextTransport):  # type: ignore[misc]
+        """pika's plain TCP transport, sending its buffer with
+        :func:`_gathered_produce`. It adds no state, so that pika's
+        transport can become one when the connection is made."""
+
+        def _produce(self) -> None:
+            _gathered_produce(self)
+
+
 def _gather_buffered_writes(transport: Any) -> bool:
     """Make a plain TCP ``transport`` send what it buffered with
     :func:`_gathered_produce`; whether it now does (``False`` for a pika
     whose transport keeps its buffer differently)."""
-    if not (isinstance(getattr(transport, '_tx_buffers', None), collections.deque)
+    if not (type(transport) is _PlaintextTransport
+            and isinstance(getattr(transport, '_tx_buffers', None), collections.deque)
             and isinstance(getattr(transport, '_tx_buffered_byte_count', None), int)
             and callable(getattr(transport, '_produce', None))):
         return False
-    transport._produce = functools.partial(_gathered_produce, transport)
+    transport.__class__ = _GatheringTransport
     return True
 
 
