@@ -140,3 +140,22 @@ def test_gathered_produce_sends_everything_in_order_without_copies():
                     break
     assert partial_calls > 10, 'the socket took everything: nothing partial tested'
     assert received == b''.join(pieces)
+
+
+def test_gathered_produce_raises_a_broken_socket_to_pika_and_keeps_its_buffer():
+    """When the peer is gone, ``sendmsg`` fails with something other than
+    ``BlockingIOError``: it must reach pika's writability handler, which
+    aborts the connection (the producer then reconnects and republishes
+    what was not confirmed), with the buffer and its count still agreeing."""
+    reader, writer = socket.socketpair()
+    with writer:
+        reader.close()
+        pieces = [b'a' * 1000, memoryview(b'b' * 5000)]
+        transport = types.SimpleNamespace(
+            _sock=writer, _tx_buffers=collections.deque(pieces),
+            _tx_buffered_byte_count=6000)
+        with pytest.raises(OSError) as raised:
+            pika_internals._gathered_produce(transport)
+        assert not isinstance(raised.value, BlockingIOError)
+        assert transport._tx_buffered_byte_count == sum(
+            map(len, transport._tx_buffers)) == 6000
