@@ -16,10 +16,13 @@ import pika
 import pytest
 
 import occo.util.communication as comm
+from occo.util.communication import pika_internals
 from conftest import reconnect_figures
 from faults.load import DEADLINE, Recorder, RPCCallers, consumers, paced_load
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+MB = 1024 * 1024
 
 def config_for(node, **overrides):
     queue = 'fault-' + uuid.uuid4().hex
@@ -69,6 +72,63 @@ def test_confirmed_messages_survive_connection_kills_and_restart(node, figures, 
             **reconnect_figures(caplog.records))
     assert faults == ['close_all_connections'] * 5 + ['restart']
     assert lost == 0
+    assert any('Reconnecting' in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not pika_internals.FAST, reason='plain pika buffers its own way')
+def test_large_bodies_waiting_in_the_send_buffer_survive_a_killed_connection(
+        node, monkeypatch, caplog):
+    """The connection dies while 1 MB bodies wait in pika's buffer, as
+    views into them (the broker is behind): the producer notices, reconnects
+    and publishes them again; every message arrives whole, and the ``with``
+    block exits without an error.
+
+    The interleaving is forced: once a gathered send leaves a megabyte or
+    more waiting, the I/O thread stops right there (turn held, buffer full)
+    until the broker has closed the connection."""
+    total, payload = 40, 'x' * MB
+    config = config_for(node, durable=False)
+    waiting, killed = threading.Event(), threading.Event()
+    buffered = []   # the buffer's pieces at the moment of the kill
+    gathered_produce = pika_internals._gathered_produce
+
+    def produce_then_hold(transport):
+        gathered_produce(transport)
+        if transport._tx_buffered_byte_count >= MB and not waiting.is_set():
+            buffered.extend(transport._tx_buffers)
+            waiting.set()
+            killed.wait(DEADLINE)
+    monkeypatch.setattr(pika_internals, '_gathered_produce', produce_then_hold)
+
+    errors = []
+
+    def publish_all():
+        try:
+            with comm.AsynchronProducer(**config) as prod:
+                for i in range(total):
+                    prod.push_message({'id': i, 'payload': payload})
+        except BaseException as e:  # asserted below
+            errors.append(e)
+    producer = threading.Thread(target=publish_all)
+    producer.start()
+    try:
+        assert waiting.wait(DEADLINE), 'no gathered send left a megabyte waiting'
+        node.close_all_connections()
+    finally:
+        killed.set()
+        producer.join(DEADLINE)
+    assert not producer.is_alive() and not errors, errors
+    assert buffered and all(isinstance(piece, memoryview) for piece in buffered)
+
+    recorder, damaged = Recorder(), []
+
+    def check(message):
+        if message['payload'] != payload:
+            damaged.append(message['id'])
+        recorder(message)
+    with consumers(check, 1, **config):
+        assert recorder.wait_for_ids(set(range(total)), DEADLINE)
+    assert not damaged
     assert any('Reconnecting' in r.getMessage() for r in caplog.records)
 
 
