@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 MB = 1024 * 1024
 
+
 def config_for(node, **overrides):
     queue = 'fault-' + uuid.uuid4().hex
     config = dict(protocol='amqp', url=node.url, queue=queue,
