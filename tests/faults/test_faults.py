@@ -193,7 +193,10 @@ def test_producer_reconnects_on_next_call_after_connection_loss(node, caplog):
             prod.push_message({'id': 0})
             prod.flush(DEADLINE)
             node.close_all_connections()
-            time.sleep(0.5)  # let the loss be noticed: the next push must reconnect
+            deadline = time.monotonic() + DEADLINE
+            while prod._loop.alive:   # the loss is noticed: the next push must reconnect
+                assert time.monotonic() < deadline, 'the closed connection went unnoticed'
+                time.sleep(0.01)
             prod.push_message({'id': 1})
         assert recorder.wait_for_ids({0, 1}, DEADLINE)
     warnings = [r for r in caplog.records if r.levelname == 'WARNING'
