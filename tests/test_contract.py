@@ -279,11 +279,14 @@ def test_competing_consumers_process_each_message_once(config):
 def test_cancel_event_stops_consumer_within_one_second(config):
     cfg = config()
     cancel = threading.Event()
-    consumer = comm.EventDrivenConsumer(Collector(), cancel_event=cancel, **cfg)
+    collector = Collector()
+    consumer = comm.EventDrivenConsumer(collector, cancel_event=cancel, **cfg)
     with consumer:
         thread = threading.Thread(target=consumer)
         thread.start()
-        time.sleep(0.1)  # let it reach its idle wait
+        with comm.AsynchronProducer(**cfg) as prod:
+            prod.push_message('wake')
+        collector.wait_for(1)   # it consumes, and has nothing left but to wait
         cancel.set()
         thread.join(1.0)
         stopped = not thread.is_alive()
