@@ -7,6 +7,7 @@ import enum
 import json
 import math
 import random
+import tracemalloc
 import uuid
 
 import pytest
@@ -181,3 +182,26 @@ def test_stdlib_json_is_what_the_bytes_must_equal():
             {'a': [1, 'é']}, ensure_ascii=False, separators=(',', ':')).encode()
     finally:
         json_text.use_fast(True)
+
+
+@pytest.mark.parametrize('value', [
+    {'id': 1, 'payload': 'x' * 60},
+    {'id': 1, 'payload': 'x' * 10000},
+    {'id': 1, 'payload': 'x' * (1024 * 1024)},
+    ['é' * 100000],
+], ids=['100 B', '10 KB', '1 MB', 'non-ASCII'])
+def test_an_encoded_message_holds_no_more_memory_than_its_bytes(modes, value):
+    """orjson hands back the buffer it wrote into, at least 4 KB and 16
+    times a long string's length, and a message keeps its body while it
+    waits for the broker's confirm; the body must hold only its bytes."""
+    def held(value):
+        json_text.dumps(value)   # orjson caches a str's UTF-8 in the str: not the body's
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            body = json_text.dumps(value)
+            return len(body), tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    for size, allocated in modes(held, value):
+        assert allocated < size + 256, (size, allocated)

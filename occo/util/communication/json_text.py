@@ -2,27 +2,29 @@
 """JSON to bytes and back: the standard library's, or orjson's when it is
 installed (``pip install '.[fast]'``), with the same bytes and values.
 
-orjson writes a 10 KB message about 13 times faster than :mod:`json`,
-a 1 MB one about 90 times (measured in ``docs/performance.rst``), but it
-differs from it at the edges: it writes NaN and infinities as ``null``,
-accepts enums, UUIDs, datetimes and dataclasses, and writes ``1e-7`` where
-:mod:`json` writes ``1e-07``. So a value goes to orjson only when it is
-made of exactly ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``bool``,
-``None`` and finite floats that :func:`repr` writes without a negative
-exponent (a walk over its containers, not its bytes); anything else, and
-anything orjson refuses (lone surrogates, integers beyond 64 bits, keys
-that are not strings), goes to :mod:`json`. The output is then byte for
-byte what :mod:`json` writes.
+orjson writes a 10 KB message 9 to 13 times faster than :mod:`json`, a
+1 MB one 26 to 94 times (on two machines, measured in
+``docs/performance.rst``; its output is copied into a ``bytes`` of its own
+size, see :func:`dumps`), but it differs from it at the edges: it writes
+NaN and infinities as ``null``, accepts enums, UUIDs, datetimes and
+dataclasses, and writes ``1e-7`` where :mod:`json` writes ``1e-07``. So a
+value goes to orjson only when it is made of exactly ``dict``, ``list``,
+``tuple``, ``str``, ``int``, ``bool``, ``None`` and finite floats that
+:func:`repr` writes without a negative exponent (a walk over its
+containers, not its bytes); anything else, and anything orjson refuses
+(lone surrogates, integers beyond 64 bits, keys that are not strings),
+goes to :mod:`json`. The output is then byte for byte what :mod:`json`
+writes.
 
-Reading bodies of 2 KB or more goes to orjson as well (about 1.7 times
-faster at 10 KB, 4.5 times at 1 MB), with the values :mod:`json` gives.
-Where the two differ on valid JSON, orjson either refuses the body
+Reading bodies of 2 KB or more goes to orjson as well (1.4 to 1.7 times
+faster at 10 KB, 1.7 to 4.5 times at 1 MB), with the values :mod:`json`
+gives. Where the two differ on valid JSON, orjson either refuses the body
 (``NaN`` and ``Infinity``, a number beyond the float range, lone
-surrogates, a byte order mark), and :mod:`json` then reads it, or reads
-an integer beyond 64 bits as a ``float``: a decoded value holding a float
-of magnitude 2**63 or more is therefore read again by :mod:`json` (a float
-that big is rare, and reading it twice gives the same value). The look
-for such floats goes one depth at a time with C-speed steps only
+surrogates, a byte order mark), and :mod:`json` then reads it, or reads an
+integer beyond 64 bits as a ``float``: a decoded value holding a float of
+magnitude 2**63 or more is therefore read again by :mod:`json` (a float
+that big is rare, and reading it twice gives the same value). The look for
+such floats goes one depth at a time with C-speed steps only
 (``_holds_huge_float``). Shorter bodies go to :mod:`json` at once.
 
 ``OCCO_JSON=stdlib`` in the environment uses :mod:`json` only.
@@ -70,7 +72,8 @@ FAST = use_fast(os.environ.get('OCCO_JSON', '') != 'stdlib')
 
 def dumps(value: Any) -> bytes:
     """``value`` as compact UTF-8 JSON, lone surrogates as ``\\udcff``
-    escapes; the bytes :mod:`json` writes.
+    escapes; the bytes :mod:`json` writes, in a ``bytes`` that holds no
+    more memory than its length.
 
     :raises TypeError: a value JSON cannot hold.
     :raises ValueError: a circular reference.
@@ -78,9 +81,17 @@ def dumps(value: Any) -> bytes:
     """
     if _fast_dumps is not None and _orjson_writes_as_json_does(value):
         try:
-            return _fast_dumps(value)
+            written = _fast_dumps(value)
         except TypeError:
             pass   # lone surrogates, huge ints, odd keys: json decides
+        else:
+            # orjson returns the buffer it wrote into, whole: at least 4 KB,
+            # and 16 times a long string's length (a 1 MB message holds
+            # 16.6 MB). A message keeps its body until the broker confirms
+            # it, so it gets a copy that holds only its bytes: a copy of
+            # ~20 us per MB, against ~30 page faults per MB as the
+            # allocator gives those reservations back and takes them again.
+            return bytes(memoryview(written))
     text = _std_dumps(value)
     try:
         return text.encode('utf-8')
