@@ -28,6 +28,8 @@ BROKER_HOST = os.environ.get('OCCO_TEST_AMQP_HOST', '127.0.0.1')
 BROKER_PORT = int(os.environ.get('OCCO_TEST_AMQP_PORT', '5672'))
 #: A generous bound that turns a hang into a failure, never a speed check.
 JOIN_TIMEOUT = 10
+#: A megabyte, the size of the large messages tests send.
+MB = 1024 * 1024
 
 
 def _broker_reachable():

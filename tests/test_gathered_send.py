@@ -16,9 +16,7 @@ from pika.adapters.utils import io_services_utils
 
 import occo.util.communication as comm
 from occo.util.communication import pika_internals
-from conftest import amqp_config, raw_channel
-
-MB = 1024 * 1024
+from conftest import MB, amqp_config, raw_channel
 
 
 def test_unsent_is_the_tail_of_the_frames_none_empty():

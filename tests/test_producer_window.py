@@ -9,12 +9,10 @@ import pytest
 
 import occo.util.communication as comm
 from occo.util.communication import pika_internals
-from conftest import JOIN_TIMEOUT, amqp_config, raw_channel
+from conftest import JOIN_TIMEOUT, MB, amqp_config, raw_channel
 
 pytestmark = [pytest.mark.broker, pytest.mark.skipif(
     not pika_internals.FAST, reason='holds the I/O turn, which plain pika never lets go')]
-
-MB = 1024 * 1024
 
 
 def test_push_message_blocks_once_the_unconfirmed_bytes_reach_the_bound():

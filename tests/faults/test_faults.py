@@ -17,12 +17,10 @@ import pytest
 
 import occo.util.communication as comm
 from occo.util.communication import pika_internals
-from conftest import reconnect_figures
+from conftest import MB, reconnect_figures
 from faults.load import DEADLINE, Recorder, RPCCallers, consumers, paced_load
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-MB = 1024 * 1024
 
 
 def config_for(node, **overrides):
@@ -193,10 +191,9 @@ def test_producer_reconnects_on_next_call_after_connection_loss(node, caplog):
             prod.push_message({'id': 0})
             prod.flush(DEADLINE)
             node.close_all_connections()
-            deadline = time.monotonic() + DEADLINE
-            while prod._loop.alive:   # the loss is noticed: the next push must reconnect
-                assert time.monotonic() < deadline, 'the closed connection went unnoticed'
-                time.sleep(0.01)
+            with prod._state:   # notified when the loop dies: the next push must reconnect
+                assert prod._state.wait_for(lambda: not prod._loop.alive, DEADLINE), \
+                    'the closed connection went unnoticed'
             prod.push_message({'id': 1})
         assert recorder.wait_for_ids({0, 1}, DEADLINE)
     warnings = [r for r in caplog.records if r.levelname == 'WARNING'
