@@ -6,7 +6,8 @@ a time limit, prints one table of all rows, checks the goals, writes the
 JSON file and the total elapsed time. A case that fails or hits its limit
 gets an error row; the other cases still run, and the exit code is 0 as
 long as the table could be produced (slow is not a failure). The exit
-code is 2 for bad arguments.
+code is 2 for bad arguments, or when ``--queue-version`` cannot set its
+policy.
 """
 
 import argparse
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from . import others, raw, report
+from . import others, queue_policy, raw, report
 from .cases import CASES, NEEDS_BROKER, error_text, make_row
 from .progress import Progress
 from .workload import Workload, read_ledger
@@ -62,6 +63,11 @@ def parse_args(argv):
                         help='other clients to compare where a case has them: '
                         '{}, all or none (default: all; a missing one is '
                         'noted, not an error)'.format(', '.join(others.CLIENTS)))
+    parser.add_argument('--queue-version', type=int, choices=(1, 2),
+                        default=None, metavar='N',
+                        help='store the benchmark\'s queues as classic queue '
+                        'version N (1 or 2), by a policy set with rabbitmqctl '
+                        'for the run (default: the broker\'s own)')
     parser.add_argument('--plot', default=None, metavar='DIR',
                         help='write PNG charts to DIR (needs matplotlib: '
                         'pip install -e .[bench])')
@@ -201,6 +207,32 @@ def environment(workload, need_broker):
     return env
 
 
+def run_plan(plan, timeout):
+    """Run each ``(key, case, workload)`` of ``plan`` in turn; return the
+    rows and, per key, the elapsed time and the load average after it."""
+    rows = []
+    timings = {}
+    progress = Progress(plan)
+    for index, (key, name, case_workload) in enumerate(plan):
+        progress.clear()
+        print('running {} ...'.format(key), file=sys.stderr, flush=True)
+        progress.start(index)
+        t0 = time.monotonic()
+        case_rows = run_case(name, case_workload, timeout, progress)
+        progress.finish()
+        for row in case_rows:
+            row['size'] = case_workload.size
+        rows += case_rows
+        timings[key] = {'elapsed_s': time.monotonic() - t0,
+                        'loadavg_end': _loadavg()}
+        progress.clear()
+        print('  {} done in {:.1f} s (load {:.2f})'.format(
+            key, timings[key]['elapsed_s'], timings[key]['loadavg_end']),
+              file=sys.stderr, flush=True)
+    progress.clear()
+    return rows, timings
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
@@ -209,6 +241,7 @@ def main(argv=None):
                  for size in args.sizes]
     workload = workloads[0]
     env = environment(workload, any(c in NEEDS_BROKER for c in args.cases))
+    env['queue_version'] = args.queue_version
     print('occo.util.communication benchmarks: {} messages, {} run(s), '
           '{}; Python {}, pika {}, {}, {} CPUs ({}), load {:.2f}'.format(
               ', '.join(report.size_label(len(w.body)) for w in workloads),
@@ -221,33 +254,22 @@ def main(argv=None):
         print('warning: load average {:.2f} before starting: other work on '
               'this machine will skew the numbers'.format(env['loadavg_start']),
               flush=True)
+    if args.queue_version is not None:
+        print('classic queue version {} for every queue (policy {})'.format(
+            args.queue_version, queue_policy.POLICY), flush=True)
     print('other clients: {}'.format(', '.join(
         '{} {}'.format(c, env['clients'][c] or 'not installed')
         for c in args.clients) or 'none'), flush=True)
-    rows = []
-    timings = {}
     # One entry per case and size; a key names both when there are sizes.
     plan = [(name if len(workloads) == 1 else '{} {}'.format(
         name, report.size_label(w.size)), name, w)
         for w in workloads for name in args.cases]
-    progress = Progress(plan)
-    for index, (key, name, case_workload) in enumerate(plan):
-        progress.clear()
-        print('running {} ...'.format(key), file=sys.stderr, flush=True)
-        progress.start(index)
-        t0 = time.monotonic()
-        case_rows = run_case(name, case_workload, args.case_timeout, progress)
-        progress.finish()
-        for row in case_rows:
-            row['size'] = case_workload.size
-        rows += case_rows
-        timings[key] = {'elapsed_s': time.monotonic() - t0,
-                        'loadavg_end': _loadavg()}
-        progress.clear()
-        print('  {} done in {:.1f} s (load {:.2f})'.format(
-            key, timings[key]['elapsed_s'], timings[key]['loadavg_end']),
-              file=sys.stderr, flush=True)
-    progress.clear()
+    try:
+        with queue_policy.queue_version(args.queue_version, workload.host):
+            rows, timings = run_plan(plan, args.case_timeout)
+    except queue_policy.QueuePolicyError as e:
+        print('error: {}'.format(e), file=sys.stderr)
+        return 2
     elapsed = time.monotonic() - started
     env['loadavg_end'] = _loadavg()
     goals = report.evaluate_goals(rows)

@@ -15,13 +15,14 @@ import ipaddress
 import os
 import socket
 
-__all__ = ['listening_pid']
+__all__ = ['is_local', 'listening_pid']
 
 #: ``st`` field of ``/proc/net/tcp``: a socket in state LISTEN.
 _LISTEN = '0A'
 
 
-def _is_local(host):
+def is_local(host):
+    """True when ``host`` resolves to a loopback address (this machine)."""
     try:
         address = socket.gethostbyname(host)
     except OSError:
@@ -52,7 +53,7 @@ def listening_pid(host, port):
     ``None`` when ``host`` is not a loopback address, or no readable
     process holds the listening socket.
     """
-    if not _is_local(host):
+    if not is_local(host):
         return None
     wanted = {'socket:[{}]'.format(i) for i in _listening_inodes(port)}
     if not wanted:

@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``python -m benchmarks --queue-version N`` stores every benchmark queue
+as classic queue version N for the run, and leaves no policy behind.
+
+The version is read off the broker (``rabbitmqctl eval`` of the queue's
+backing-queue status), not off the policy: the test checks what the run
+measures. Never looks at speed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from benchmarks import queue_policy
+from conftest import BROKER_HOST, BROKER_PORT, raw_channel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.broker
+
+#: Erlang: the storage version of each classic queue, as ``name version``
+#: lines.
+_VERSIONS = ('io:format("~s", [[io_lib:format("~s ~p~n", [element(4, '
+             'amqqueue:get_name(Q)), proplists:get_value(version, '
+             'proplists:get_value(backing_queue_status, rabbit_amqqueue:info('
+             'Q, [backing_queue_status])))]) || Q <- rabbit_amqqueue:list(), '
+             'amqqueue:get_type(Q) =:= rabbit_classic_queue]]).')
+
+
+def _storage_version(queue):
+    out = subprocess.run(['rabbitmqctl', '-q', 'eval', _VERSIONS], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    versions = dict(line.split() for line in out.splitlines() if ' ' in line)
+    return int(versions[queue])
+
+
+def _policies():
+    return subprocess.run(
+        ['rabbitmqctl', '-q', 'list_policies', '--no-table-headers'],
+        check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_queues_declared_during_the_run_are_stored_as_the_version_asked():
+    queue = 'bench-policy-test-{}'.format(uuid.uuid4().hex[:12])
+    try:
+        with queue_policy.queue_version(2, BROKER_HOST):
+            with raw_channel() as channel:   # as raw pika's durable case does
+                channel.queue_declare(queue, durable=True)
+            assert _storage_version(queue) == 2
+        assert queue_policy.POLICY not in _policies()
+    finally:
+        with raw_channel() as channel:
+            channel.queue_delete(queue)
+
+
+def test_the_policy_is_cleared_when_the_run_fails():
+    with pytest.raises(KeyError):
+        with queue_policy.queue_version(2, BROKER_HOST):
+            assert queue_policy.POLICY in _policies()
+            raise KeyError('the run failed')
+    assert queue_policy.POLICY not in _policies()
+
+
+def test_a_broker_on_another_machine_is_refused_before_anything_is_set():
+    with pytest.raises(queue_policy.QueuePolicyError, match='loopback'):
+        with queue_policy.queue_version(2, '192.0.2.1'):
+            pytest.fail('the run must not start')
+
+
+def test_the_run_records_the_version_and_leaves_no_policy(tmp_path):
+    out = tmp_path / 'b.json'
+    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
+               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
+    proc = subprocess.run(
+        [sys.executable, '-m', 'benchmarks', '--quick', '--clients', 'none',
+         '--cases', 'publish-durable', '--queue-version', '2',
+         '--json', str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'classic queue version 2 for every queue' in proc.stdout
+    results = json.loads(out.read_text())
+    assert results['environment']['queue_version'] == 2
+    assert all(row['error'] is None for row in results['rows']), results['rows']
+    assert queue_policy.POLICY not in _policies()
