@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import uuid
 
@@ -115,6 +116,26 @@ def raw_channel():
         yield connection.channel()
     finally:
         connection.close()
+
+
+#: Erlang for ``rabbitmqctl eval``: each classic queue's storage version,
+#: as ``name version`` lines.
+_STORAGE_VERSIONS = (
+    'io:format("~s", [[io_lib:format("~s ~p~n", [element(4, '
+    'amqqueue:get_name(Q)), proplists:get_value(version, '
+    'proplists:get_value(backing_queue_status, rabbit_amqqueue:info('
+    'Q, [backing_queue_status])))]) || Q <- rabbit_amqqueue:list(), '
+    'amqqueue:get_type(Q) =:= rabbit_classic_queue]]).')
+
+
+def classic_queue_version(queue):
+    """The storage version (1 or 2) the test broker keeps ``queue`` in,
+    read off the broker with ``rabbitmqctl`` (AMQP does not tell)."""
+    out = subprocess.run(['rabbitmqctl', '-q', 'eval', _STORAGE_VERSIONS],
+                         check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    versions = dict(line.split() for line in out.splitlines() if ' ' in line)
+    return int(versions[queue])
 
 
 def _delete_queues(queues):

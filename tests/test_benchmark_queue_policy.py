@@ -16,26 +16,12 @@ import uuid
 import pytest
 
 from benchmarks import queue_policy
-from conftest import BROKER_HOST, BROKER_PORT, raw_channel
+from conftest import (BROKER_HOST, BROKER_PORT, classic_queue_version,
+                      raw_channel)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.broker
-
-#: Erlang: the storage version of each classic queue, as ``name version``
-#: lines.
-_VERSIONS = ('io:format("~s", [[io_lib:format("~s ~p~n", [element(4, '
-             'amqqueue:get_name(Q)), proplists:get_value(version, '
-             'proplists:get_value(backing_queue_status, rabbit_amqqueue:info('
-             'Q, [backing_queue_status])))]) || Q <- rabbit_amqqueue:list(), '
-             'amqqueue:get_type(Q) =:= rabbit_classic_queue]]).')
-
-
-def _storage_version(queue):
-    out = subprocess.run(['rabbitmqctl', '-q', 'eval', _VERSIONS], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
-    versions = dict(line.split() for line in out.splitlines() if ' ' in line)
-    return int(versions[queue])
 
 
 def _policies():
@@ -50,7 +36,7 @@ def test_queues_declared_during_the_run_are_stored_as_the_version_asked():
         with queue_policy.queue_version(2, BROKER_HOST):
             with raw_channel() as channel:   # as raw pika's durable case does
                 channel.queue_declare(queue, durable=True)
-            assert _storage_version(queue) == 2
+            assert classic_queue_version(queue) == 2
         assert queue_policy.POLICY not in _policies()
     finally:
         with raw_channel() as channel:

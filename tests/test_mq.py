@@ -15,7 +15,8 @@ import yaml
 import occo.util.communication as comm
 from occo.util.communication import codec, pika_internals
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
-                      amqp_config, raw_channel, running_consumer)
+                      amqp_config, classic_queue_version, raw_channel,
+                      running_consumer)
 
 pytestmark = pytest.mark.broker
 
@@ -226,6 +227,35 @@ def unacknowledged(queue):
         check=True, timeout=60).stdout
     counts = dict(line.split('\t') for line in out.splitlines() if '\t' in line)
     return int(counts[queue])
+
+
+def _rabbitmqctl(*args):
+    subprocess.run(('rabbitmqctl', '-q') + args, check=True,
+                   capture_output=True, text=True, timeout=60)
+
+
+def test_a_queue_moved_to_storage_version_2_by_policy_keeps_working():
+    """docs/configuration.rst tells operators to choose classic queue
+    storage version 2 by policy: the library declares no version, so its
+    declarations still match the converted queue, and the conversion
+    keeps what the queue held."""
+    config = amqp_config(durable=True)
+    queue, policy = config['queue'], 'occo-' + config['queue']
+    with comm.AsynchronProducer(**config) as prod:
+        prod.push_message('before')
+    _rabbitmqctl('set_policy', policy, '^{}$'.format(queue),
+                 '{"queue-version": 2}', '--apply-to', 'queues')
+    try:
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while classic_queue_version(queue) != 2:
+            assert time.monotonic() < deadline, 'the policy was not applied'
+        with comm.AsynchronProducer(**config) as prod:   # declares it again
+            prod.push_message('after')
+        collector = Collector()
+        with running_consumer(collector, **config):
+            assert collector.wait_for(2) == ['before', 'after']
+    finally:
+        _rabbitmqctl('clear_policy', policy)
 
 
 def test_processed_message_is_acknowledged_while_the_next_one_runs():
