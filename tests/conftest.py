@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 
@@ -136,6 +137,26 @@ def classic_queue_version(queue):
                          timeout=60).stdout
     versions = dict(line.split() for line in out.splitlines() if ' ' in line)
     return int(versions[queue])
+
+
+#: The checkout: ``benchmarks`` lives here, beside ``tests``, not installed.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_benchmark(*args, timeout=180, without_env=()):
+    """Run ``python -m benchmarks --quick ARGS`` in the checkout against the
+    test broker; return the finished process, its output captured.
+
+    :param without_env: environment variables to leave out (e.g. ``CI``).
+    """
+    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
+               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
+    for name in without_env:
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, '-m', 'benchmarks', '--quick'] + [str(a) for a in args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout)
 
 
 def _delete_queues(queues):

@@ -14,15 +14,13 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import BROKER_HOST, BROKER_PORT
+from conftest import BROKER_HOST, BROKER_PORT, REPO_ROOT, run_benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b'\x89PNG\r\n\x1a\n'
 #: The labels where each other client has rows, and how many.
 CLIENT_LABELS = {'publish-transient': 2, 'consume P=100': 1, 'rpc-seq': 1}
@@ -31,7 +29,7 @@ CLIENT_LABELS = {'publish-transient': 2, 'consume P=100': 1, 'rpc-seq': 1}
 @pytest.fixture
 def bench(monkeypatch):
     """The ``benchmarks`` package (it lives beside ``tests``, not installed)."""
-    monkeypatch.syspath_prepend(ROOT)
+    monkeypatch.syspath_prepend(REPO_ROOT)
 
     class Modules:
         others = importlib.import_module('benchmarks.others')
@@ -55,14 +53,11 @@ def _has_matplotlib():
 def test_benchmark_quick_run_covers_other_clients_plots_and_stays_quiet(
         tmp_path, bench):
     out, charts = tmp_path / 'b.json', tmp_path / 'charts'
-    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
-               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
-    env.pop('CI', None)   # quiet because stderr is a pipe, not because of CI
-    proc = subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick', '--scale', '0.25',
-         '--cases', 'publish-transient,consume,rpc-seq', '--clients', 'all',
-         '--json', str(out), '--plot', str(charts)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    # Quiet because stderr is a pipe, not because of CI.
+    proc = run_benchmark('--scale', '0.25', '--cases',
+                         'publish-transient,consume,rpc-seq', '--clients', 'all',
+                         '--json', out, '--plot', charts, timeout=240,
+                         without_env=['CI'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '\r' not in proc.stderr and '\033[K' not in proc.stderr
     rows = json.loads(out.read_text())['rows']

@@ -7,21 +7,24 @@ backing-queue status), not off the policy: the test checks what the run
 measures. Never looks at speed.
 """
 
+import importlib
 import json
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-from benchmarks import queue_policy
-from conftest import (BROKER_HOST, BROKER_PORT, classic_queue_version,
-                      raw_channel)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import (BROKER_HOST, REPO_ROOT, classic_queue_version,
+                      raw_channel, run_benchmark)
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def queue_policy(monkeypatch):
+    """``benchmarks.queue_policy`` (the package is not installed)."""
+    monkeypatch.syspath_prepend(REPO_ROOT)
+    return importlib.import_module('benchmarks.queue_policy')
 
 
 def _policies():
@@ -30,7 +33,7 @@ def _policies():
         check=True, capture_output=True, text=True, timeout=60).stdout
 
 
-def test_queues_declared_during_the_run_are_stored_as_the_version_asked():
+def test_queues_declared_during_the_run_are_stored_as_the_version_asked(queue_policy):
     queue = 'bench-policy-test-{}'.format(uuid.uuid4().hex[:12])
     try:
         with queue_policy.queue_version(2, BROKER_HOST):
@@ -43,7 +46,7 @@ def test_queues_declared_during_the_run_are_stored_as_the_version_asked():
             channel.queue_delete(queue)
 
 
-def test_the_policy_is_cleared_when_the_run_fails():
+def test_the_policy_is_cleared_when_the_run_fails(queue_policy):
     with pytest.raises(KeyError):
         with queue_policy.queue_version(2, BROKER_HOST):
             assert queue_policy.POLICY in _policies()
@@ -51,21 +54,16 @@ def test_the_policy_is_cleared_when_the_run_fails():
     assert queue_policy.POLICY not in _policies()
 
 
-def test_a_broker_on_another_machine_is_refused_before_anything_is_set():
+def test_a_broker_on_another_machine_is_refused_before_anything_is_set(queue_policy):
     with pytest.raises(queue_policy.QueuePolicyError, match='loopback'):
         with queue_policy.queue_version(2, '192.0.2.1'):
             pytest.fail('the run must not start')
 
 
-def test_the_run_records_the_version_and_leaves_no_policy(tmp_path):
+def test_the_run_records_the_version_and_leaves_no_policy(tmp_path, queue_policy):
     out = tmp_path / 'b.json'
-    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
-               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
-    proc = subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick', '--clients', 'none',
-         '--cases', 'publish-durable', '--queue-version', '2',
-         '--json', str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    proc = run_benchmark('--clients', 'none', '--cases', 'publish-durable',
+                         '--queue-version', 2, '--json', out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'classic queue version 2 for every queue' in proc.stdout
     results = json.loads(out.read_text())

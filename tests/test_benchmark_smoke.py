@@ -7,27 +7,19 @@ run on a shared CI machine mean nothing.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import BROKER_HOST, BROKER_PORT
+from conftest import run_benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ['publish-transient', 'rpc-seq', 'memory']
 
 
 @pytest.mark.broker
 def test_benchmark_quick_run_writes_rows_with_positive_rates(tmp_path):
     out = tmp_path / 'b.json'
-    env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
-               OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
-    proc = subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick', '--clients', 'none',
-         '--cases', ','.join(CASES), '--json', str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    proc = run_benchmark('--clients', 'none', '--cases', ','.join(CASES),
+                         '--json', out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     # Runs on different processors differ more than runs on one: the
