@@ -18,8 +18,9 @@ so no display is needed.
   pooled (:mod:`benchmarks.cdf`).
 
 Every chart has a footer with the machine (CPU model, cores), Python,
-pika, RabbitMQ and the other clients' versions, the date and the number
-of runs: numbers from another machine are another story.
+pika, RabbitMQ (and the classic queue version, if the run chose one) and
+the other clients' versions, the date and the number of runs: numbers
+from another machine are another story.
 """
 
 import argparse
@@ -74,14 +75,16 @@ def footer(document):
                          for name, version in clients.items() if version)
     machine = '{}, {} cores'.format(env.get('cpu_model') or 'unknown CPU',
                                     env.get('cpus', '?'))
+    storage = ('' if env.get('queue_version') is None else
+               ' (classic queue version {})'.format(env['queue_version']))
     return ('{date}: {machine}, load {load:.1f} at start; Python {python}, '
-            'pika {pika}, {broker} on loopback\n'
+            'pika {pika}, {broker}{storage} on loopback\n'
             'occo.util.communication {occo}{versions}; median of {runs} '
             'run(s){quick}').format(
                 date=(document.get('date') or '')[:10], machine=machine,
                 load=env.get('loadavg_start') or 0.0,
                 python=env.get('python', '?'), pika=env.get('pika', '?'),
-                broker=env.get('broker') or 'no broker',
+                broker=env.get('broker') or 'no broker', storage=storage,
                 occo=env.get('occo', '?'),
                 versions=', ' + versions if versions else '',
                 runs=workload.get('runs', '?'),

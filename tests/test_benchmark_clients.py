@@ -147,6 +147,9 @@ def test_write_charts_writes_a_png_per_size_and_a_latency_cdf(tmp_path, bench):
         with open(path, 'rb') as f:
             assert f.read(8) == PNG
     assert 'Test CPU, 2 cores' in plot.footer(document)
+    assert 'queue version' not in plot.footer(document)
+    document['environment']['queue_version'] = 2   # --queue-version 2
+    assert 'RabbitMQ 3 (classic queue version 2)' in plot.footer(document)
 
 
 class _Terminal(io.StringIO):
