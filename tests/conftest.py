@@ -129,12 +129,16 @@ _STORAGE_VERSIONS = (
     'amqqueue:get_type(Q) =:= rabbit_classic_queue]]).')
 
 
+def rabbitmqctl(*args):
+    """Run ``rabbitmqctl -q ARGS`` on the test broker's node, for what
+    AMQP does not tell or do; return its output (a failure raises)."""
+    return subprocess.run(('rabbitmqctl', '-q') + args, check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+
+
 def classic_queue_version(queue):
-    """The storage version (1 or 2) the test broker keeps ``queue`` in,
-    read off the broker with ``rabbitmqctl`` (AMQP does not tell)."""
-    out = subprocess.run(['rabbitmqctl', '-q', 'eval', _STORAGE_VERSIONS],
-                         check=True, capture_output=True, text=True,
-                         timeout=60).stdout
+    """The storage version (1 or 2) the test broker keeps ``queue`` in."""
+    out = rabbitmqctl('eval', _STORAGE_VERSIONS)
     versions = dict(line.split() for line in out.splitlines() if ' ' in line)
     return int(versions[queue])
 
@@ -143,16 +147,20 @@ def classic_queue_version(queue):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_benchmark(*args, timeout=180, without_env=()):
+def run_benchmark(*args, timeout=180, **environment):
     """Run ``python -m benchmarks --quick ARGS`` in the checkout against the
     test broker; return the finished process, its output captured.
 
-    :param without_env: environment variables to leave out (e.g. ``CI``).
+    Keyword arguments change its environment: ``PATH='/x'`` sets one
+    variable, ``CI=None`` leaves one out.
     """
     env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
                OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
-    for name in without_env:
-        env.pop(name, None)
+    for name, value in environment.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return subprocess.run(
         [sys.executable, '-m', 'benchmarks', '--quick'] + [str(a) for a in args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,

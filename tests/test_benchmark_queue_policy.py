@@ -9,13 +9,12 @@ measures. Never looks at speed.
 
 import importlib
 import json
-import subprocess
 import uuid
 
 import pytest
 
 from conftest import (BROKER_HOST, REPO_ROOT, classic_queue_version,
-                      raw_channel, run_benchmark)
+                      rabbitmqctl, raw_channel, run_benchmark)
 
 pytestmark = pytest.mark.broker
 
@@ -28,9 +27,7 @@ def queue_policy(monkeypatch):
 
 
 def _policies():
-    return subprocess.run(
-        ['rabbitmqctl', '-q', 'list_policies', '--no-table-headers'],
-        check=True, capture_output=True, text=True, timeout=60).stdout
+    return rabbitmqctl('list_policies', '--no-table-headers')
 
 
 def test_queues_declared_during_the_run_are_stored_as_the_version_asked(queue_policy):
@@ -70,3 +67,29 @@ def test_the_run_records_the_version_and_leaves_no_policy(tmp_path, queue_policy
     assert results['environment']['queue_version'] == 2
     assert all(row['error'] is None for row in results['rows']), results['rows']
     assert queue_policy.POLICY not in _policies()
+
+
+def test_a_run_that_cannot_set_the_policy_exits_2_and_measures_nothing(
+        tmp_path, queue_policy):
+    out = tmp_path / 'b.json'
+    proc = run_benchmark('--clients', 'none', '--cases', 'publish-durable',
+                         '--queue-version', 2, '--json', out,
+                         PATH=str(tmp_path))   # no rabbitmqctl there
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert '--queue-version needs rabbitmqctl' in proc.stderr
+    assert not out.exists()
+    assert queue_policy.POLICY not in _policies()
+
+
+def test_a_policy_that_cannot_be_cleared_is_a_warning_and_the_run_stands(
+        tmp_path, monkeypatch, capsys, queue_policy):
+    try:
+        with monkeypatch.context() as patch:
+            with queue_policy.queue_version(2, BROKER_HOST):
+                patch.setenv('PATH', str(tmp_path))   # rabbitmqctl goes away
+        warning = capsys.readouterr().err
+        assert 'rabbitmqctl clear_policy {}'.format(queue_policy.POLICY) \
+            in warning
+        assert queue_policy.POLICY in _policies()   # what the warning says
+    finally:
+        rabbitmqctl('clear_policy', queue_policy.POLICY)

@@ -15,8 +15,8 @@ import yaml
 import occo.util.communication as comm
 from occo.util.communication import codec, pika_internals
 from conftest import (BROKER_HOST, BROKER_PORT, JOIN_TIMEOUT, Collector,
-                      amqp_config, classic_queue_version, raw_channel,
-                      running_consumer)
+                      amqp_config, classic_queue_version, rabbitmqctl,
+                      raw_channel, running_consumer)
 
 pytestmark = pytest.mark.broker
 
@@ -221,17 +221,10 @@ def test_routing_key_longer_than_amqp_allows_raises_and_producer_goes_on():
 def unacknowledged(queue):
     """How many messages of ``queue`` the broker counts as delivered but
     not acknowledged (``rabbitmqctl``: AMQP does not tell)."""
-    out = subprocess.run(
-        ['rabbitmqctl', 'list_queues', '-q', '--no-table-headers', 'name',
-         'messages_unacknowledged'], capture_output=True, text=True,
-        check=True, timeout=60).stdout
+    out = rabbitmqctl('list_queues', '--no-table-headers', 'name',
+                      'messages_unacknowledged')
     counts = dict(line.split('\t') for line in out.splitlines() if '\t' in line)
     return int(counts[queue])
-
-
-def _rabbitmqctl(*args):
-    subprocess.run(('rabbitmqctl', '-q') + args, check=True,
-                   capture_output=True, text=True, timeout=60)
 
 
 def test_a_queue_moved_to_storage_version_2_by_policy_keeps_working():
@@ -243,7 +236,7 @@ def test_a_queue_moved_to_storage_version_2_by_policy_keeps_working():
     queue, policy = config['queue'], 'occo-' + config['queue']
     with comm.AsynchronProducer(**config) as prod:
         prod.push_message('before')
-    _rabbitmqctl('set_policy', policy, '^{}$'.format(queue),
+    rabbitmqctl('set_policy', policy, '^{}$'.format(queue),
                  '{"queue-version": 2}', '--apply-to', 'queues')
     try:
         deadline = time.monotonic() + JOIN_TIMEOUT
@@ -255,7 +248,7 @@ def test_a_queue_moved_to_storage_version_2_by_policy_keeps_working():
         with running_consumer(collector, **config):
             assert collector.wait_for(2) == ['before', 'after']
     finally:
-        _rabbitmqctl('clear_policy', policy)
+        rabbitmqctl('clear_policy', policy)
 
 
 def test_processed_message_is_acknowledged_while_the_next_one_runs():
@@ -363,7 +356,6 @@ print('closed cleanly', flush=True)
 def test_sigterm_finishes_current_message_and_closes_cleanly():
     import os
     import signal
-    import subprocess
     import sys
     config = amqp_config()
     with comm.AsynchronProducer(**config) as prod:

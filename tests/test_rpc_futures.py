@@ -5,13 +5,13 @@ against ``memory`` and ``amqp`` alike (the ``config`` fixture)."""
 import concurrent.futures
 import os
 import socket
-import subprocess
 import threading
 
 import pytest
 
 import occo.util.communication as comm
-from conftest import JOIN_TIMEOUT, Collector, amqp_config, memory_config, running_consumer
+from conftest import (JOIN_TIMEOUT, Collector, amqp_config, memory_config, rabbitmqctl,
+                      running_consumer)
 from test_examples import example, run_example
 
 
@@ -294,10 +294,8 @@ def test_rpc_max_in_flight_is_64_by_default(config):
 
 def _broker_connection(local_port):
     """The broker's name (pid) of the connection from ``local_port``."""
-    out = subprocess.run(
-        ['rabbitmqctl', 'list_connections', '-q', '--no-table-headers', 'pid',
-         'peer_port'], capture_output=True, text=True, check=True,
-        timeout=60).stdout
+    out = rabbitmqctl('list_connections', '--no-table-headers', 'pid',
+                      'peer_port')
     for line in out.splitlines():
         pid, _, port = line.partition('\t')
         if port.strip() == str(local_port):
@@ -309,9 +307,8 @@ def close_from_broker(rpc):
     """Have the broker close ``rpc``'s connection (as an operator would)."""
     with socket.socket(fileno=os.dup(rpc._loop._socket_fd)) as sock:
         local_port = sock.getsockname()[1]
-    subprocess.run(['rabbitmqctl', 'close_connection',
-                    _broker_connection(local_port), 'closed by test'],
-                   capture_output=True, check=True, timeout=60)
+    rabbitmqctl('close_connection', _broker_connection(local_port),
+                'closed by test')
 
 
 @pytest.mark.broker
