@@ -50,9 +50,19 @@ def rss_mb(pid='self'):
 def process_cpu_seconds(pid):
     """Return user + system CPU seconds used so far by the live ``pid``.
 
-    Fields 14 and 15 of ``/proc/<pid>/stat`` (clock ticks), summed over all
-    the process's threads. A process that is gone counts as 0.
+    Read from the process's CPU-time clock, which Linux keeps in
+    nanoseconds for every process (what ``clock_getcpuclockid(3)`` returns;
+    the same clock as :func:`time.process_time`, for another process).
+    Where that clock cannot be read, from fields 14 and 15 of
+    ``/proc/<pid>/stat``, in clock ticks (10 ms): over the 0.4 s a 1 MB
+    window lasts, a tick is 2.5 points of a core. Either way the sum over
+    all the process's threads, ended ones included. A process that is gone
+    counts as 0.
     """
+    try:
+        return time.clock_gettime(_process_cpu_clock(pid))
+    except OSError:
+        pass
     try:
         with open('/proc/{}/stat'.format(pid)) as f:
             data = f.read()
@@ -60,6 +70,13 @@ def process_cpu_seconds(pid):
         return 0.0
     fields = data[data.rindex(')') + 2:].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _process_cpu_clock(pid):
+    """The clock id of ``pid``'s CPU time: Linux's encoding, as glibc's
+    ``clock_getcpuclockid`` makes it (the pid inverted, shifted by three
+    bits, ``CPUCLOCK_SCHED`` = 2 in the low bits)."""
+    return (~pid << 3) | 2
 
 
 def percentile(values, pct):
