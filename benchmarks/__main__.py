@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from . import others, queue_policy, raw, report
+from . import broker, others, queue_policy, raw, report
 from .cases import CASES, NEEDS_BROKER, error_text, make_row
 from .progress import Progress
 from .workload import Workload, read_ledger
@@ -199,12 +199,41 @@ def environment(workload, need_broker):
            'loadavg_start': _loadavg(), 'broker': None,
            'cpu_model': _cpu_model(), 'clients': others.versions(),
            'occo': _occo_version()}
+    # Which cores the benchmark and the broker's schedulers may use: on
+    # few cores they share them (see benchmarks.own_core).
+    env['client_cpus'] = sorted(os.sched_getaffinity(0))
+    env['broker_scheduler_cpus'] = None
     if need_broker:
         try:
             env['broker'] = raw.broker_version(workload)
         except Exception as e:  # the cases will report it in their rows
             env['broker'] = 'broker unreachable ({})'.format(error_text(e))
+        pid = broker.listening_pid(workload.host, workload.port)
+        schedulers = broker.scheduler_cpus(pid) if pid else None
+        if schedulers:
+            env['broker_scheduler_cpus'] = [sorted(s) for s in schedulers]
     return env
+
+
+def _cpus_text(env):
+    """The header's line on who runs where."""
+    text = 'benchmark on CPUs {}'.format(_cpu_ranges(env['client_cpus']))
+    schedulers = env['broker_scheduler_cpus']
+    if schedulers:
+        text += '; broker: {} scheduler(s), on CPUs {}'.format(
+            len(schedulers), ' / '.join(_cpu_ranges(s) for s in schedulers))
+    return text
+
+
+def _cpu_ranges(cpus):
+    """``[0, 1, 2, 5]`` as ``'0-2,5'``."""
+    ranges = []
+    for cpu in cpus:
+        if ranges and ranges[-1][1] == cpu - 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ','.join(str(a) if a == b else '{}-{}'.format(a, b) for a, b in ranges)
 
 
 def run_plan(plan, timeout):
@@ -254,6 +283,7 @@ def main(argv=None):
         print('warning: load average {:.2f} before starting: other work on '
               'this machine will skew the numbers'.format(env['loadavg_start']),
               flush=True)
+    print(_cpus_text(env), flush=True)
     if args.queue_version is not None:
         print('classic queue version {} for every queue (policy {})'.format(
             args.queue_version, queue_policy.POLICY), flush=True)

@@ -13,9 +13,10 @@ not tell (another user's process, no Linux), :func:`listening_pid` returns
 import glob
 import ipaddress
 import os
+import re
 import socket
 
-__all__ = ['is_local', 'listening_pid']
+__all__ = ['is_local', 'listening_pid', 'scheduler_cpus']
 
 #: ``st`` field of ``/proc/net/tcp``: a socket in state LISTEN.
 _LISTEN = '0A'
@@ -65,3 +66,41 @@ def listening_pid(host, port):
         except OSError:
             continue
     return None
+
+
+#: Thread names of an Erlang VM's normal schedulers (``1_scheduler``, ...;
+#: not its dirty schedulers, pollers or helper threads).
+_SCHEDULER_THREAD = re.compile(r'\d+_scheduler$')
+
+
+def scheduler_cpus(pid):
+    """The CPUs each normal scheduler thread of the Erlang VM ``pid`` may
+    run on, as one set per scheduler, in thread order.
+
+    RabbitMQ binds each scheduler to one CPU, so on a quiet machine this
+    says which cores the broker's Erlang code runs on and how many
+    schedulers it has. ``None`` when ``/proc`` does not tell.
+    """
+    schedulers = []
+    for task in sorted(glob.glob('/proc/{}/task/*'.format(pid))):
+        try:
+            with open(os.path.join(task, 'comm')) as f:
+                name = f.read().strip()
+            if not _SCHEDULER_THREAD.match(name):
+                continue
+            with open(os.path.join(task, 'status')) as f:
+                allowed = next(line for line in f
+                               if line.startswith('Cpus_allowed_list:'))
+        except (OSError, StopIteration):
+            continue
+        schedulers.append(_cpu_list(allowed.split(':', 1)[1].strip()))
+    return schedulers or None
+
+
+def _cpu_list(text):
+    """``'0-2,5'`` as ``{0, 1, 2, 5}``."""
+    cpus = set()
+    for part in text.split(','):
+        first, _, last = part.partition('-')
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus

@@ -147,12 +147,14 @@ def classic_queue_version(queue):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_benchmark(*args, timeout=180, **environment):
+def run_benchmark(*args, timeout=180, module='benchmarks', **environment):
     """Run ``python -m benchmarks --quick ARGS`` in the checkout against the
     test broker; return the finished process, its output captured.
 
-    Keyword arguments change its environment: ``PATH='/x'`` sets one
-    variable, ``CI=None`` leaves one out.
+    ``module`` runs another of the package's commands instead
+    (``benchmarks.own_core``). Other keyword arguments change its
+    environment: ``PATH='/x'`` sets one variable, ``CI=None`` leaves one
+    out.
     """
     env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
                OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
@@ -162,7 +164,7 @@ def run_benchmark(*args, timeout=180, **environment):
         else:
             env[name] = value
     return subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick'] + [str(a) for a in args],
+        [sys.executable, '-m', module, '--quick'] + [str(a) for a in args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,
         timeout=timeout)
 

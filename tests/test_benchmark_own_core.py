@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``python -m benchmarks.own_core`` runs the benchmark against a node of
+its own with one scheduler, the benchmark on the other cores; every run
+records which cores the benchmark and the broker's schedulers may use.
+
+The split is read off ``/proc`` (each scheduler thread's allowed CPUs) and
+checked in the JSON the run writes. Never looks at speed.
+"""
+
+import importlib
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import BROKER_HOST, BROKER_PORT, REPO_ROOT, run_benchmark
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    """``benchmarks.broker`` (the package is not installed)."""
+    monkeypatch.syspath_prepend(REPO_ROOT)
+    return importlib.import_module('benchmarks.broker')
+
+
+def _extra_nodes():
+    names = subprocess.run(['epmd', '-names'], capture_output=True,
+                           text=True).stdout
+    return [line for line in names.splitlines() if 'owncore' in line]
+
+
+def test_scheduler_cpus_lists_each_scheduler_of_the_broker(broker):
+    pid = broker.listening_pid(BROKER_HOST, BROKER_PORT)
+    schedulers = broker.scheduler_cpus(pid)
+    assert schedulers, 'the local broker has scheduler threads'
+    for cpus in schedulers:
+        assert cpus and cpus <= set(range(os.cpu_count()))
+    assert broker.scheduler_cpus(os.getpid()) is None   # not an Erlang VM
+
+
+def test_a_plain_run_records_who_may_run_where(tmp_path):
+    out = tmp_path / 'plain.json'
+    done = run_benchmark('--cases', 'publish-transient', '--clients', 'none',
+                         '--json', out)
+    assert done.returncode == 0, done.stderr
+    env = json.loads(out.read_text())['environment']
+    assert env['client_cpus'] == sorted(os.sched_getaffinity(0))
+    assert env['broker_scheduler_cpus'], env
+    assert 'benchmark on CPUs ' in done.stdout
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason='needs a core beside the broker')
+def test_own_core_puts_one_scheduler_and_the_benchmark_on_different_cores(tmp_path):
+    out = tmp_path / 'own.json'
+    done = run_benchmark('--cases', 'publish-transient', '--clients', 'none',
+                         '--json', out, module='benchmarks.own_core')
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    env = document['environment']
+    [scheduler] = env['broker_scheduler_cpus']
+    assert env['client_cpus'] and not set(env['client_cpus']) & set(scheduler)
+    assert env['broker'].startswith('RabbitMQ')
+    library = next(r for r in document['rows']
+                   if r['case'] == 'publish-transient' and r['impl'] == 'library')
+    assert library['rate'] > 0 and library['broker_pct'] > 0
+    assert not _extra_nodes(), 'the node was stopped'
+
+
+def test_own_core_refuses_queue_version_before_starting_a_node():
+    done = run_benchmark('--queue-version', '2', module='benchmarks.own_core')
+    assert done.returncode == 2
+    assert '--queue-version' in done.stderr
+    assert not _extra_nodes()
