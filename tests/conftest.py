@@ -13,6 +13,7 @@ to ``$OCCO_FAULT_FIGURES`` when that is set.
 """
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -145,6 +146,14 @@ def classic_queue_version(queue):
 
 #: The checkout: ``benchmarks`` lives here, beside ``tests``, not installed.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch):
+    """Import a module of the ``benchmarks`` package, which lives beside
+    ``tests`` and is not installed: ``benchmark_module('broker')``."""
+    monkeypatch.syspath_prepend(REPO_ROOT)
+    return lambda name: importlib.import_module('benchmarks.' + name)
 
 
 def run_benchmark(*args, timeout=180, module='benchmarks', **environment):

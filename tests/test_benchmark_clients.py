@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BROKER_HOST, BROKER_PORT, REPO_ROOT, run_benchmark
+from conftest import BROKER_HOST, BROKER_PORT, run_benchmark
 
 PNG = b'\x89PNG\r\n\x1a\n'
 #: The labels where each other client has rows, and how many.
@@ -28,17 +28,18 @@ CLIENT_LABELS = {'publish-transient': 2, 'consume P=100': 1, 'rpc-seq': 1}
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    """The ``benchmarks`` package (it lives beside ``tests``, not installed)."""
-    monkeypatch.syspath_prepend(REPO_ROOT)
+def bench(benchmark_module):
+    """The ``benchmarks`` package's modules these tests use."""
 
     class Modules:
-        others = importlib.import_module('benchmarks.others')
-        cases = importlib.import_module('benchmarks.cases')
-        report = importlib.import_module('benchmarks.report')
-        progress = importlib.import_module('benchmarks.progress')
-        workload = importlib.import_module('benchmarks.workload')
-        main = importlib.import_module('benchmarks.__main__')
+        others = benchmark_module('others')
+        cases = benchmark_module('cases')
+        report = benchmark_module('report')
+        progress = benchmark_module('progress')
+        workload = benchmark_module('workload')
+        main = benchmark_module('__main__')
+        measure = benchmark_module('measure')
+        broker = benchmark_module('broker')
     return Modules
 
 
@@ -223,7 +224,7 @@ def test_workload_count_caps_a_1mb_window_and_keeps_10kb_counts(bench):
 
 @pytest.mark.broker
 def test_listening_pid_finds_the_local_broker_and_nothing_elsewhere(bench):
-    broker = importlib.import_module('benchmarks.broker')
+    broker = bench.broker
     pid = broker.listening_pid(BROKER_HOST, BROKER_PORT)
     assert pid is not None, 'the test broker listens on this machine'
     with open('/proc/{}/comm'.format(pid)) as f:
@@ -239,7 +240,7 @@ def test_process_cpu_seconds_reads_another_process_to_the_microsecond(bench):
     """The CPU time of another process, as precise as its own
     ``time.process_time``: clock ticks (10 ms) would be 2.5 points of a
     core over a 0.4 s window."""
-    measure = importlib.import_module('benchmarks.measure')
+    measure = bench.measure
     burner = ('import sys, time\n'
               'while time.process_time() < 0.2: pass\n'
               'print(repr(time.process_time()), flush=True)\n'

@@ -7,23 +7,20 @@ The split is read off ``/proc`` (each scheduler thread's allowed CPUs) and
 checked in the JSON the run writes. Never looks at speed.
 """
 
-import importlib
 import json
 import os
 import subprocess
 
 import pytest
 
-from conftest import BROKER_HOST, BROKER_PORT, REPO_ROOT, run_benchmark
+from conftest import BROKER_HOST, BROKER_PORT, run_benchmark
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-def broker(monkeypatch):
-    """``benchmarks.broker`` (the package is not installed)."""
-    monkeypatch.syspath_prepend(REPO_ROOT)
-    return importlib.import_module('benchmarks.broker')
+def broker(benchmark_module):
+    return benchmark_module('broker')
 
 
 def _extra_nodes():

@@ -7,23 +7,20 @@ backing-queue status), not off the policy: the test checks what the run
 measures. Never looks at speed.
 """
 
-import importlib
 import json
 import uuid
 
 import pytest
 
-from conftest import (BROKER_HOST, REPO_ROOT, classic_queue_version,
+from conftest import (BROKER_HOST, classic_queue_version,
                       rabbitmqctl, raw_channel, run_benchmark)
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-def queue_policy(monkeypatch):
-    """``benchmarks.queue_policy`` (the package is not installed)."""
-    monkeypatch.syspath_prepend(REPO_ROOT)
-    return importlib.import_module('benchmarks.queue_policy')
+def queue_policy(benchmark_module):
+    return benchmark_module('queue_policy')
 
 
 def _policies():
