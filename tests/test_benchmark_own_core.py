@@ -9,11 +9,11 @@ checked in the JSON the run writes. Never looks at speed.
 
 import json
 import os
-import subprocess
 
 import pytest
 
 from conftest import BROKER_HOST, BROKER_PORT, run_benchmark
+from support.rabbitnode import epmd_names
 
 pytestmark = pytest.mark.broker
 
@@ -24,9 +24,7 @@ def broker(benchmark_module):
 
 
 def _extra_nodes():
-    names = subprocess.run(['epmd', '-names'], capture_output=True,
-                           text=True).stdout
-    return [line for line in names.splitlines() if 'owncore' in line]
+    return [name for name in epmd_names() if name.startswith('owncore')]
 
 
 def test_scheduler_cpus_lists_each_scheduler_of_the_broker(broker):

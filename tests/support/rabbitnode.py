@@ -39,7 +39,7 @@ import time
 
 log = logging.getLogger(__name__)
 
-__all__ = ['RabbitNodeError', 'RabbitNode', 'RabbitCluster']
+__all__ = ['RabbitNodeError', 'RabbitNode', 'RabbitCluster', 'epmd_names']
 
 #: Ports are picked here: below the kernel's ephemeral range, away from the
 #: CLI tools' distribution ports (35672-35682).
@@ -81,7 +81,7 @@ def port_open(port, host='127.0.0.1', timeout=1.0):
         return False
 
 
-def _epmd_names():
+def epmd_names():
     """``{short node name: distribution port}`` of the local epmd (NAMES_REQ)."""
     try:
         with socket.create_connection(
@@ -408,7 +408,7 @@ class RabbitNode(_Started):
         # rabbitmqctl fails at once while the node is not registered with
         # epmd, and each call costs a second of CPU: poll epmd first. It
         # also proves that the node is ours (our distribution port).
-        while _epmd_names().get(self.node.split('@')[0]) != self.dist_port:
+        while epmd_names().get(self.node.split('@')[0]) != self.dist_port:
             if self._proc.poll() is not None:
                 raise self._error('exited with status {} while starting'.format(
                     self._proc.returncode))
