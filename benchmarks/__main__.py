@@ -201,7 +201,7 @@ def environment(workload, need_broker):
            'occo': _occo_version()}
     # Which cores the benchmark and the broker's schedulers may use: on
     # few cores they share them (see benchmarks.own_core).
-    env['client_cpus'] = sorted(os.sched_getaffinity(0))
+    env['client_cpus'] = _usable_cpus()
     env['broker_scheduler_cpus'] = None
     if need_broker:
         try:
@@ -213,6 +213,14 @@ def environment(workload, need_broker):
         if schedulers:
             env['broker_scheduler_cpus'] = [sorted(s) for s in schedulers]
     return env
+
+
+def _usable_cpus():
+    """The CPUs this process may run on (all of them where the system
+    does not say, as on macOS)."""
+    if hasattr(os, 'sched_getaffinity'):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def _cpus_text(env):

@@ -69,3 +69,12 @@ def test_own_core_refuses_queue_version_before_starting_a_node():
     assert done.returncode == 2
     assert '--queue-version' in done.stderr
     assert not _extra_nodes()
+
+
+def test_cpus_are_all_of_them_where_the_system_cannot_say(benchmark_module,
+                                                         monkeypatch):
+    main = benchmark_module('__main__')
+    assert main._usable_cpus() == sorted(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, 'sched_getaffinity')   # as on macOS
+    assert main._usable_cpus() == list(range(os.cpu_count()))
+    assert main._cpu_ranges([0, 1, 2, 5, 7, 8]) == '0-2,5,7-8'
