@@ -2,10 +2,11 @@
 """Run every benchmark queue as a classic queue of a chosen storage version.
 
 RabbitMQ 3.10 brought a second storage format for classic queues
-(version 2). Versions 3.10 to 4.1 keep version 1 unless told otherwise;
-4.2 made version 2 the default and 4.3 removed version 1. For persistent
-messages the format decides much of the broker's work, so
-``--queue-version 2`` shows what an operator gains by choosing it.
+(version 2). Versions 3.10 to 3.13 keep version 1 unless told otherwise;
+4.0 removed version 1, so there every classic queue is version 2. For
+persistent messages the format decides much of the broker's work, so
+``--queue-version 2`` shows what an operator of 3.10 to 3.13 gains by
+choosing it, and what 4.x gives everyone.
 
 The version is the operator's choice, made with a policy: a queue argument
 (``x-queue-version``) would have to match on every later declaration of
