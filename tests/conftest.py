@@ -156,14 +156,16 @@ def benchmark_module(monkeypatch):
     return lambda name: importlib.import_module('benchmarks.' + name)
 
 
-def run_benchmark(*args, timeout=180, module='benchmarks', **environment):
+def run_benchmark(*args, timeout=180, module='benchmarks', cpus=None,
+                  **environment):
     """Run ``python -m benchmarks --quick ARGS`` in the checkout against the
     test broker; return the finished process, its output captured.
 
     ``module`` runs another of the package's commands instead
-    (``benchmarks.own_core``). Other keyword arguments change its
-    environment: ``PATH='/x'`` sets one variable, ``CI=None`` leaves one
-    out.
+    (``benchmarks.own_core``); ``cpus`` (a set of CPU numbers) restricts
+    the process to those CPUs from its start, as ``taskset -c`` would.
+    Other keyword arguments change its environment: ``PATH='/x'`` sets one
+    variable, ``CI=None`` leaves one out.
     """
     env = dict(os.environ, OCCO_TEST_AMQP_HOST=BROKER_HOST,
                OCCO_TEST_AMQP_PORT=str(BROKER_PORT))
@@ -175,7 +177,8 @@ def run_benchmark(*args, timeout=180, module='benchmarks', **environment):
     return subprocess.run(
         [sys.executable, '-m', module, '--quick'] + [str(a) for a in args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout)
+        timeout=timeout,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
 
 
 def _delete_queues(queues):

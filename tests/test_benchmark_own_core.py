@@ -9,12 +9,10 @@ checked in the JSON the run writes. Never looks at speed.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import BROKER_HOST, BROKER_PORT, REPO_ROOT, run_benchmark
+from conftest import BROKER_HOST, BROKER_PORT, run_benchmark
 from support.rabbitnode import epmd_names
 
 pytestmark = pytest.mark.broker
@@ -86,11 +84,8 @@ def test_own_core_on_the_schedulers_only_core_exits_2_and_stops_its_node(tmp_pat
     """Allowed on one CPU only, the process finds the node's scheduler on
     it: nothing is measured, and the node it started is gone."""
     out = tmp_path / 'none.json'
-    done = subprocess.run(
-        ['taskset', '-c', '0', sys.executable, '-m', 'benchmarks.own_core',
-         '--quick', '--cases', 'publish-transient', '--clients', 'none',
-         '--json', str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    done = run_benchmark('--cases', 'publish-transient', '--clients', 'none',
+                         '--json', out, module='benchmarks.own_core', cpus={0})
     assert done.returncode == 2, done.stderr
     assert 'no core left beside the broker' in done.stderr
     assert not out.exists()
